@@ -1,0 +1,1 @@
+"""Sans-IO protocol logic: codecs, schedules and state machines; no sockets, no clocks."""
