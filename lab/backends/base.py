@@ -1,0 +1,320 @@
+"""The backend interface: where the lab's nodes live, and how to act inside them.
+
+A *backend* (network namespaces, Docker, ...) turns a :class:`~lab.topology.Topology` into a
+running :class:`Lab`. Everything above this module (NAT configuration, cut-in traffic, captures,
+scenarios) talks only to :class:`Lab`, so a scenario runs unchanged on every backend.
+
+A backend implements few primitives — ``popen`` (a process inside a node), ``interface`` (the
+name of a node's interface on a segment), ``capture`` (a packet capture on a segment) and
+``down`` — and inherits the rest (``exec``, ``configure_nat``, ``sysctl``, ``conntrack_dump``),
+which are written in terms of those primitives and the tools every node image must carry
+(``nft``, ``conntrack``, ``sysctl``, ``tcpdump``, ``python3`` with the ``lab`` package).
+
+Lifecycle rules every backend keeps (issue 3):
+
+* everything it creates carries the lab's *prefix* (``Lab.prefix``), so two labs run side by side
+  and ``Backend.down_all()`` finds what a crashed run left behind;
+* ``Lab.down()`` is idempotent and also stops every process started with ``popen``.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Iterator, Sequence
+
+from lab.errors import NodeCommandFailed, UnknownNode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lab.nat import NatProfile
+    from lab.topology import Topology
+
+#: How long ``exec`` waits for a command unless told otherwise (seconds).
+DEFAULT_EXEC_TIMEOUT = 10.0
+#: Grace between SIGTERM and SIGKILL when the lab stops its processes (seconds).
+STOP_GRACE = 1.0
+#: Name of the nftables table the lab owns in every router; removed by name, never flushed globally.
+NAT_TABLE = "dp2pt_nat"
+
+
+@dataclass
+class LabInfo:
+    """What ``status`` shows about one running lab."""
+
+    prefix: str
+    backend: str
+    topology: str
+    nodes: list[str] = field(default_factory=list)
+    processes: int = 0
+
+
+class Capture(abc.ABC):
+    """A running packet capture on one segment, written to ``path`` (pcap)."""
+
+    path: Path
+
+    @abc.abstractmethod
+    def stop(self) -> Path:
+        """Stop capturing, flush the file, and return its path. Idempotent."""
+
+    def __enter__(self) -> "Capture":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Lab(abc.ABC):
+    """A running topology. Nodes are addressed by their topology name (``"nat-a"``, ``"a"``)."""
+
+    #: The backend's registry name (``"netns"``, ``"docker"``).
+    backend_name: ClassVar[str] = "?"
+
+    def __init__(self, topology: "Topology", prefix: str) -> None:
+        self.topology = topology
+        self.prefix = prefix
+        self._procs: list[subprocess.Popen] = []
+
+    # ---- primitives every backend implements -------------------------------------------------
+
+    @abc.abstractmethod
+    def _spawn(self, node: str, argv: Sequence[str], **popen_kwargs) -> subprocess.Popen:
+        """Start ``argv`` inside ``node`` (its network stack; its own process group)."""
+
+    @abc.abstractmethod
+    def interface(self, node: str, segment: str) -> str:
+        """Name of ``node``'s interface attached to ``segment`` (as seen inside the node)."""
+
+    @abc.abstractmethod
+    def capture(self, segment: str, path: Path, *, bpf: str = "udp") -> Capture:
+        """Start a capture of every frame crossing ``segment`` into the pcap ``path``."""
+
+    @abc.abstractmethod
+    def _teardown(self) -> None:
+        """Remove every object of this lab (idempotent; processes are already stopped)."""
+
+    # ---- derived operations ------------------------------------------------------------------
+
+    @property
+    def nodes(self) -> list[str]:
+        return list(self.topology.nodes)
+
+    def check_node(self, node: str) -> None:
+        """Raise :class:`UnknownNode` unless ``node`` is in the topology."""
+        if node not in self.topology.nodes:
+            raise UnknownNode(f"unknown node {node!r}; nodes: {', '.join(self.topology.nodes)}")
+
+    def address(self, node: str, segment: str | None = None) -> str:
+        """The node's first IPv4 address (on ``segment`` if given), without prefix length."""
+        return self.topology.address(node, segment)
+
+    def popen(
+        self,
+        node: str,
+        argv: Sequence[str],
+        *,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen:
+        """Start a long-running process in ``node``; ``down()`` (or ``stop``) ends it."""
+        self.check_node(node)
+        proc = self._spawn(node, list(argv), stdin=stdin, stdout=stdout, stderr=stderr, text=text, env=env)
+        self._procs.append(proc)
+        return proc
+
+    def exec(
+        self,
+        node: str,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        timeout: float = DEFAULT_EXEC_TIMEOUT,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess:
+        """Run ``argv`` in ``node`` to completion (bounded by ``timeout``) and return its output.
+
+        Raises:
+            NodeCommandFailed: ``check`` and a non-zero exit (or the timeout ran out).
+        """
+        self.check_node(node)
+        proc = self._spawn(
+            node,
+            list(argv),
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=None,
+        )
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(proc, grace=0)
+            out, err = proc.communicate()
+            raise NodeCommandFailed(node, list(argv), -1, f"timed out after {timeout} s") from None
+        done = subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+        if check and proc.returncode != 0:
+            raise NodeCommandFailed(node, list(argv), proc.returncode, err)
+        return done
+
+    def stop(self, proc: subprocess.Popen, grace: float = STOP_GRACE) -> int | None:
+        """SIGTERM the process group of ``proc``, SIGKILL after ``grace``; return its exit code."""
+        if proc.poll() is None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    _killpg(proc, sig)
+                try:
+                    proc.wait(timeout=grace if sig == signal.SIGTERM else 5)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if proc in self._procs:
+            self._procs.remove(proc)
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        """Stop every process this handle started (servers, peers, captures, injectors)."""
+        for proc in list(self._procs):
+            self.stop(proc)
+
+    def sysctl(self, node: str, values: dict[str, str | int]) -> None:
+        """Set kernel parameters inside ``node`` (per-namespace ones: net.*)."""
+        argv = ["sysctl", "-q", "-w"] + [f"{k}={v}" for k, v in values.items()]
+        self.exec(node, argv)
+
+    def configure_nat(self, router: str, profile: "NatProfile | str") -> "NatProfile":
+        """Make ``router`` behave as ``profile`` (RFC 4787), replacing its previous NAT.
+
+        Loading the table anew also resets the sequential allocator (numgen counter) and, with
+        the conntrack flush, every mapping: each scenario cell starts from a fresh NAT.
+        """
+        from lab import nat
+
+        prof = nat.parse_profile(profile) if isinstance(profile, str) else profile
+        wan_seg, lan_seg = self.topology.router_segments(router)
+        params = nat.RouterParams(
+            wan_if=self.interface(router, wan_seg),
+            lan_if=self.interface(router, lan_seg),
+            wan_ip=self.address(router, wan_seg),
+            lan_net=self.topology.segments[lan_seg].subnets[0],
+        )
+        ruleset = nat.render_ruleset(prof, params)
+        self.clear_nat(router)
+        self.exec(router, ["nft", "-f", "-"], input=ruleset)
+        self.sysctl(router, nat.conntrack_sysctls(prof))
+        self.flush_conntrack(router)
+        return prof
+
+    def clear_nat(self, router: str) -> None:
+        """Remove the lab's NAT table from ``router`` (no error if there is none)."""
+        self.exec(router, ["nft", "delete", "table", "ip", NAT_TABLE], check=False)
+
+    def flush_conntrack(self, router: str) -> None:
+        """Forget every mapping of ``router`` (conntrack table of its namespace)."""
+        self.exec(router, ["conntrack", "-F"], check=False)
+
+    def conntrack_dump(self, router: str) -> str:
+        """``conntrack -L`` of ``router``: the NAT's mappings, for the run's artifacts."""
+        return self.exec(router, ["conntrack", "-L", "-o", "extended"], check=False).stdout
+
+    def nft_dump(self, router: str) -> str:
+        """The lab's nftables table of ``router`` as the kernel holds it (with set contents)."""
+        return self.exec(router, ["nft", "list", "table", "ip", NAT_TABLE], check=False).stdout
+
+    def down(self) -> None:
+        """Stop every process and remove every object of this lab. Idempotent."""
+        self.stop_all()
+        self._teardown()
+
+    def info(self) -> LabInfo:
+        return LabInfo(self.prefix, self.backend_name, self.topology.name, self.nodes, len(self._procs))
+
+    def __enter__(self) -> "Lab":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+class Backend(abc.ABC):
+    """Factory of labs on one engine; also finds and removes labs left over by crashed runs."""
+
+    name: ClassVar[str] = "?"
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise an :class:`~lab.errors.EnvironmentProblem` if this machine cannot run the backend."""
+
+    @abc.abstractmethod
+    def up(self, topology: "Topology", *, prefix: str | None = None) -> Lab:
+        """Build ``topology`` under ``prefix`` (a fresh one if ``None``) and return the running lab.
+
+        Raises:
+            LabStateError: a lab with that prefix already exists.
+        """
+
+    @abc.abstractmethod
+    def attach(self, prefix: str) -> Lab:
+        """A handle on a lab brought up earlier (e.g. by another ``dp2pt-lab`` invocation).
+
+        Raises:
+            LabNotFound: no lab with that prefix.
+        """
+
+    @abc.abstractmethod
+    def list(self) -> list[LabInfo]:
+        """Every lab of this backend on the machine (found by prefix, not by memory)."""
+
+    @abc.abstractmethod
+    def down_all(self) -> list[str]:
+        """Remove every lab of this backend, including leftovers of crashed runs; return prefixes."""
+
+
+def _killpg(proc: subprocess.Popen, sig: int) -> None:
+    import os
+
+    os.killpg(proc.pid, sig)
+
+
+def wait_for_line(proc: subprocess.Popen, predicate, timeout: float) -> str:
+    """Read ``proc``'s stdout until a line satisfies ``predicate``; bounded by ``timeout``.
+
+    Returns the line, or raises TimeoutError (the caller turns it into a ScenarioError).
+    """
+    import selectors
+
+    deadline = time.monotonic() + timeout
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no matching line before the deadline")
+            if not sel.select(left):
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                raise TimeoutError("process closed its output")
+            if predicate(line):
+                return line
+    finally:
+        sel.close()
+
+
+@contextlib.contextmanager
+def started(lab: Lab, node: str, argv: Sequence[str], **kw) -> Iterator[subprocess.Popen]:
+    """``popen`` as a context manager: the process is stopped however the block exits."""
+    proc = lab.popen(node, argv, **kw)
+    try:
+        yield proc
+    finally:
+        lab.stop(proc)
