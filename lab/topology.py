@@ -1,0 +1,309 @@
+"""Declarative lab topologies: YAML files loaded into frozen dataclasses (no I/O beyond reading).
+
+A topology is the spec's FIG. 1 (or FIG. 4) drawn as data:
+
+* *segments* — layer-2 networks. The ``public`` segment stands for the "real Internet 16" and
+  carries TEST-NET addresses (198.51.100.0/24, 203.0.113.0/24, RFC 5737); each ``lan`` segment is a
+  "virtual network" (10.x). A backend builds a segment as a bridge.
+* *nodes* — hosts with a role: ``server`` (location server 20/22/24), ``sink`` (a public host that
+  receives cut-in traffic and runs the RFC 5780 STUN server), ``router`` (NAT-based router 14/18:
+  one public link = WAN, one lan link = LAN), ``peer`` (points A and B), ``noise`` (the "users of
+  another virtual IP" who cut in).
+
+Routes are explicit and computed here (:meth:`Topology.routes`): public hosts and routers know the
+public subnets as on-link (they share one bridge) and *nothing else*; LAN hosts have a default
+route via their router. So the only way from one LAN to another is through both NATs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab.errors import ConfigError, UnknownNode
+
+TOPOLOGY_DIR = Path(__file__).parent / "topologies"
+DEFAULT_TOPOLOGY = "fig1"
+
+ROLES = ("server", "sink", "router", "peer", "noise")
+SEGMENT_KINDS = ("public", "lan")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")  # short: node names end up in interface names
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A layer-2 network (a bridge) and the IPv4 subnets on it."""
+
+    name: str
+    kind: str
+    subnets: tuple[str, ...]
+
+    def subnet_of(self, address: str) -> ipaddress.IPv4Network | None:
+        ip = ipaddress.IPv4Address(address)
+        for net in self.subnets:
+            if ip in ipaddress.IPv4Network(net):
+                return ipaddress.IPv4Network(net)
+        return None
+
+
+@dataclass(frozen=True)
+class Link:
+    """A node's interface on one segment, with its addresses (``"10.1.0.10/24"`` form)."""
+
+    segment: str
+    addresses: tuple[str, ...]
+
+    @property
+    def ips(self) -> list[str]:
+        return [a.split("/")[0] for a in self.addresses]
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    role: str
+    links: tuple[Link, ...]
+    gateway: str | None = None
+
+    def link(self, segment: str) -> Link:
+        for link in self.links:
+            if link.segment == segment:
+                return link
+        raise UnknownNode(f"node {self.name!r} has no link on segment {segment!r}")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One explicit route: ``dst`` (CIDR or ``default``) on the link to ``segment``, ``via`` or on-link."""
+
+    dst: str
+    segment: str
+    via: str | None = None
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    segments: dict[str, Segment]
+    nodes: dict[str, Node]
+    description: str = ""
+    source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    # ---- queries ------------------------------------------------------------------------------
+
+    def node(self, name: str) -> Node:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise UnknownNode(f"unknown node {name!r}; nodes: {', '.join(self.nodes)}") from None
+
+    def by_role(self, role: str) -> list[str]:
+        return [n.name for n in self.nodes.values() if n.role == role]
+
+    @property
+    def public(self) -> str:
+        """Name of the public segment (exactly one per topology)."""
+        return next(s.name for s in self.segments.values() if s.kind == "public")
+
+    def address(self, node: str, segment: str | None = None) -> str:
+        """First IPv4 address of ``node`` (on ``segment`` if given), without prefix length."""
+        n = self.node(node)
+        link = n.link(segment) if segment else n.links[0]
+        return link.ips[0]
+
+    def addresses(self, node: str, segment: str | None = None) -> list[str]:
+        n = self.node(node)
+        links = [n.link(segment)] if segment else list(n.links)
+        return [ip for link in links for ip in link.ips]
+
+    def router_segments(self, router: str) -> tuple[str, str]:
+        """(WAN segment, LAN segment) of a router node."""
+        n = self.node(router)
+        if n.role != "router":
+            raise UnknownNode(f"node {router!r} is a {n.role}, not a router")
+        wan = next(l.segment for l in n.links if self.segments[l.segment].kind == "public")
+        lan = next(l.segment for l in n.links if self.segments[l.segment].kind == "lan")
+        return wan, lan
+
+    def router_of(self, node: str) -> str:
+        """The NAT router in front of a LAN host (``a`` -> ``nat-a``)."""
+        n = self.node(node)
+        seg = n.links[0].segment
+        for r in self.by_role("router"):
+            if self.router_segments(r)[1] == seg:
+                return r
+        raise UnknownNode(f"node {node!r} is not behind a router")
+
+    def lan_hosts(self, router: str, role: str | None = None) -> list[str]:
+        lan = self.router_segments(router)[1]
+        return [
+            n.name for n in self.nodes.values()
+            if n.role != "router" and any(l.segment == lan for l in n.links) and (role is None or n.role == role)
+        ]
+
+    def routes(self, node: str) -> list[Route]:
+        """The explicit routes of ``node`` (besides the connected routes of its own addresses).
+
+        Public links get every public subnet on-link (one bridge carries both TEST-NETs); a LAN
+        host gets a default route via its gateway; routers get no default route at all, so a
+        packet for another LAN has nowhere to go but is dropped (no bypass of the NATs).
+        """
+        n = self.node(node)
+        routes: list[Route] = []
+        for link in n.links:
+            seg = self.segments[link.segment]
+            if seg.kind != "public":
+                continue
+            own = {str(seg.subnet_of(ip)) for ip in link.ips}
+            routes += [Route(net, seg.name) for net in seg.subnets if net not in own]
+        if n.gateway:
+            seg = next(l.segment for l in n.links if self.segments[l.segment].subnet_of(n.gateway))
+            routes.append(Route("default", seg, n.gateway))
+        return routes
+
+
+# ---- loading -----------------------------------------------------------------------------------
+
+
+def resolve(name_or_path: str | Path | None) -> Path:
+    """A topology name (``fig1``) or a path to a YAML file -> the file's path."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_TOPOLOGY
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    candidate = TOPOLOGY_DIR / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(f.stem for f in TOPOLOGY_DIR.glob("*.yaml"))
+    raise ConfigError(f"unknown topology {str(name_or_path)!r}; known: {', '.join(known)} (or a .yaml path)")
+
+
+def load(name_or_path: str | Path | None = None) -> Topology:
+    """Load and validate a topology by name or path.
+
+    Raises:
+        ConfigError: the file is not valid YAML or describes an impossible network.
+    """
+    path = resolve(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return from_dict(data, default_name=path.stem)
+
+
+def from_dict(data: Any, default_name: str = "topology") -> Topology:
+    """Build a :class:`Topology` from its dict form (the YAML document), validating it."""
+    if not isinstance(data, dict):
+        raise ConfigError("a topology must be a mapping with 'segments' and 'nodes'")
+    name = str(data.get("name", default_name))
+    segments: dict[str, Segment] = {}
+    for sname, sdef in (data.get("segments") or {}).items():
+        sdef = sdef or {}
+        kind = sdef.get("kind", "lan")
+        if kind not in SEGMENT_KINDS:
+            raise ConfigError(f"segment {sname!r}: kind must be one of {SEGMENT_KINDS}, not {kind!r}")
+        _check_name(sname, "segment")
+        subnets = sdef.get("subnets") or ([sdef["subnet"]] if "subnet" in sdef else [])
+        if not subnets:
+            raise ConfigError(f"segment {sname!r}: needs 'subnets'")
+        try:
+            nets = tuple(str(ipaddress.IPv4Network(s)) for s in subnets)
+        except ValueError as exc:
+            raise ConfigError(f"segment {sname!r}: {exc}") from None
+        segments[sname] = Segment(sname, kind, nets)
+    if sum(1 for s in segments.values() if s.kind == "public") != 1:
+        raise ConfigError("a topology needs exactly one segment of kind 'public'")
+
+    nodes: dict[str, Node] = {}
+    for nname, ndef in (data.get("nodes") or {}).items():
+        _check_name(nname, "node")
+        ndef = ndef or {}
+        role = ndef.get("role")
+        if role not in ROLES:
+            raise ConfigError(f"node {nname!r}: role must be one of {ROLES}, not {role!r}")
+        links = []
+        for seg, addrs in (ndef.get("links") or {}).items():
+            if seg not in segments:
+                raise ConfigError(f"node {nname!r}: unknown segment {seg!r}")
+            addrs = [addrs] if isinstance(addrs, str) else list(addrs or [])
+            if not addrs:
+                raise ConfigError(f"node {nname!r}: no address on segment {seg!r}")
+            full = []
+            for a in addrs:
+                ip = str(a).split("/")[0]
+                net = _subnet_or_none(segments[seg], ip, nname)
+                full.append(f"{ip}/{net.prefixlen}")
+            links.append(Link(seg, tuple(full)))
+        if not links:
+            raise ConfigError(f"node {nname!r}: needs at least one link")
+        gateway = ndef.get("gateway")
+        node = Node(nname, role, tuple(links), str(gateway) if gateway else None)
+        _check_role_links(node, segments)
+        nodes[nname] = node
+    if not nodes:
+        raise ConfigError("a topology needs nodes")
+    topo = Topology(name, segments, nodes, str(data.get("description", "")), data)
+    _check_unique_addresses(topo)
+    _check_gateways(topo)
+    return topo
+
+
+def _check_name(name: str, what: str) -> None:
+    if not _NAME_RE.match(str(name)):
+        raise ConfigError(f"{what} name {name!r}: use 1-12 characters [a-z0-9-], starting with a letter")
+
+
+def _subnet_or_none(seg: Segment, ip: str, node: str) -> ipaddress.IPv4Network:
+    try:
+        net = seg.subnet_of(ip)
+    except ValueError:
+        raise ConfigError(f"node {node!r}: {ip!r} is not an IPv4 address") from None
+    if net is None:
+        raise ConfigError(f"node {node!r}: {ip} is in no subnet of segment {seg.name!r} {seg.subnets}")
+    return net
+
+
+def _check_role_links(node: Node, segments: dict[str, Segment]) -> None:
+    kinds = [segments[l.segment].kind for l in node.links]
+    if node.role == "router":
+        if sorted(kinds) != ["lan", "public"]:
+            raise ConfigError(f"router {node.name!r}: needs exactly one public link (WAN) and one lan link")
+    elif node.role in ("server", "sink"):
+        if kinds != ["public"]:
+            raise ConfigError(f"{node.role} {node.name!r}: must sit on the public segment only")
+    else:
+        if kinds != ["lan"]:
+            raise ConfigError(f"{node.role} {node.name!r}: must sit on exactly one lan segment")
+        if not node.gateway:
+            raise ConfigError(f"{node.role} {node.name!r}: needs a gateway (its router's LAN address)")
+
+
+def _check_unique_addresses(topo: Topology) -> None:
+    seen: dict[str, str] = {}
+    for n in topo.nodes.values():
+        for link in n.links:
+            for ip in link.ips:
+                if ip in seen:
+                    raise ConfigError(f"address {ip} used by both {seen[ip]!r} and {n.name!r}")
+                seen[ip] = n.name
+
+
+def _check_gateways(topo: Topology) -> None:
+    for n in topo.nodes.values():
+        if not n.gateway:
+            continue
+        seg = n.links[0].segment
+        owners = [
+            r for r in topo.by_role("router")
+            if n.gateway in topo.addresses(r, topo.router_segments(r)[1])
+            and topo.router_segments(r)[1] == seg
+        ]
+        if not owners:
+            raise ConfigError(f"node {n.name!r}: gateway {n.gateway} is no router's LAN address on {seg!r}")
