@@ -1,0 +1,434 @@
+"""The default backend: every node and every segment is a Linux network namespace (pyroute2).
+
+Layout of a lab with prefix ``d2p1a2b3``:
+
+* segment ``public`` -> namespace ``d2p1a2b3.public`` holding bridge ``br0``; LAN segments are
+  built the same way but their bridge never learns MAC addresses (ageing 0), so it floods like a
+  hub and a noise host on the LAN sees its neighbours' packets (the cut-in trigger sniffs them);
+* node ``nat-a`` -> namespace ``d2p1a2b3-nat-a``; its link to a segment is a veth pair created
+  *inside the segment namespace* with the peer end born in the node namespace as ``eth<i>`` — the
+  root namespace never sees an interface of the lab (hard rule: never touch host networking);
+* a state file ``/run/dp2pt-lab/<prefix>.json`` keeps the topology so another ``dp2pt-lab``
+  invocation can attach; ``down_all`` needs only the namespace names (``d2p*``), so it also
+  cleans up after a crash that lost the state file.
+
+Processes run in a node through a ``preexec_fn`` that calls ``setns(2)`` — cheaper than ``ip netns
+exec`` and equivalent for the network stack (``/sys`` stays the host's, which no lab tool needs).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+from pyroute2 import IPRoute, netns
+
+from lab.backends.base import Backend, Capture, Lab, LabInfo
+from lab.errors import (
+    LabNotFound,
+    LabStateError,
+    MissingKernelFeature,
+    MissingTool,
+    NotRoot,
+    UnknownNode,
+)
+from lab.topology import Topology, from_dict
+
+NETNS_DIR = Path("/run/netns")
+STATE_DIR = Path("/run/dp2pt-lab")
+PREFIX_STEM = "d2p"
+#: A lab prefix: the stem plus 1-8 [0-9a-z]; a namespace of the lab is "<prefix>-<node>" or "<prefix>.<segment>".
+PREFIX_RE = re.compile(rf"^{PREFIX_STEM}[0-9a-z]{{1,8}}$")
+_NS_RE = re.compile(rf"^({PREFIX_STEM}[0-9a-z]{{1,8}})[-.]")
+CLONE_NEWNET = 0x40000000
+BRIDGE = "br0"
+#: Every node: no IPv6 (keeps captures to the lab's IPv4 traffic; no DAD/RS noise).
+NODE_SYSCTLS = {
+    "net/ipv6/conf/all/disable_ipv6": "1",
+    "net/ipv6/conf/default/disable_ipv6": "1",
+}
+ROUTER_SYSCTLS = {"net/ipv4/ip_forward": "1"}
+#: Tools the netns backend itself runs (NAT/captures need more; checked where used).
+REQUIRED_TOOLS = ("nft", "conntrack", "sysctl")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def new_prefix() -> str:
+    return PREFIX_STEM + secrets.token_hex(3)[:5]
+
+
+def _ns_path(name: str) -> Path:
+    return NETNS_DIR / name
+
+
+def _setns_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)
+
+
+def _in_thread_ns(nsname: str, fn):
+    """Run ``fn()`` in a short-lived thread that entered namespace ``nsname`` (setns is per thread)."""
+    box: dict = {}
+
+    def body() -> None:
+        try:
+            _setns_path(str(_ns_path(nsname)))
+            box["result"] = fn()
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=body, name=f"netns-{nsname}")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
+def _write_sysctls(nsname: str, values: dict[str, str]) -> None:
+    def write() -> None:
+        for key, value in values.items():
+            with open(f"/proc/sys/{key}", "w") as f:
+                f.write(value)
+
+    _in_thread_ns(nsname, write)
+
+
+def _pids_in(namespaces: list[str]) -> dict[str, list[int]]:
+    """Processes whose network namespace is one of ``namespaces`` (by inode, scanning /proc)."""
+    inodes = {}
+    for name in namespaces:
+        try:
+            st = os.stat(_ns_path(name))
+            inodes[(st.st_dev, st.st_ino)] = name
+        except OSError:
+            continue
+    found: dict[str, list[int]] = {n: [] for n in namespaces}
+    if not inodes:
+        return found
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            st = os.stat(f"/proc/{entry}/ns/net")
+        except OSError:
+            continue
+        name = inodes.get((st.st_dev, st.st_ino))
+        if name:
+            found[name].append(int(entry))
+    return found
+
+
+def _kill_all(pids: list[int]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        if not alive:
+            return
+        deadline = time.monotonic() + 1.0
+        while alive and time.monotonic() < deadline:
+            alive = [p for p in alive if _alive(p)]
+            time.sleep(0.02)
+        pids = alive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _remove_ns(name: str) -> None:
+    try:
+        netns.remove(name)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.EINVAL):
+            raise
+
+
+def list_lab_namespaces() -> dict[str, list[str]]:
+    """prefix -> namespace names, for every lab namespace on the machine."""
+    labs: dict[str, list[str]] = {}
+    if not NETNS_DIR.is_dir():
+        return labs
+    for name in sorted(os.listdir(NETNS_DIR)):
+        m = _NS_RE.match(name)
+        if m:
+            labs.setdefault(m.group(1), []).append(name)
+    return labs
+
+
+class TcpdumpCapture(Capture):
+    """tcpdump writing a pcap; started by a backend in the namespace that sees the segment."""
+
+    READY_TIMEOUT = 3.0
+
+    def __init__(self, proc: subprocess.Popen, path: Path, on_stop) -> None:
+        self.proc, self.path, self._on_stop = proc, path, on_stop
+        # tcpdump says "listening on ..." on stderr once its socket is bound: only then is no packet lost.
+        from lab.backends.base import wait_for_line
+
+        proc.stdout, saved = proc.stderr, proc.stdout
+        try:
+            wait_for_line(proc, lambda line: "listening on" in line, self.READY_TIMEOUT)
+        except TimeoutError:
+            self.stop()
+            from lab.errors import ScenarioError
+
+            raise ScenarioError(f"tcpdump did not start capturing {path.name}") from None
+        finally:
+            proc.stdout = saved
+
+    def stop(self) -> Path:
+        if self.proc.poll() is None:
+            self._on_stop(self.proc)
+        return self.path
+
+
+class NetnsLab(Lab):
+    backend_name = "netns"
+
+    def __init__(self, topology: Topology, prefix: str) -> None:
+        super().__init__(topology, prefix)
+        self._ifnames = {
+            (n.name, link.segment): f"eth{i}" for n in topology.nodes.values() for i, link in enumerate(n.links)
+        }
+
+    # ---- names ---------------------------------------------------------------------------------
+
+    def node_ns(self, node: str) -> str:
+        return f"{self.prefix}-{node}"
+
+    def segment_ns(self, segment: str) -> str:
+        return f"{self.prefix}.{segment}"
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [self.segment_ns(s) for s in self.topology.segments] + [self.node_ns(n) for n in self.topology.nodes]
+
+    @property
+    def state_file(self) -> Path:
+        return STATE_DIR / f"{self.prefix}.json"
+
+    # ---- primitives ----------------------------------------------------------------------------
+
+    def interface(self, node: str, segment: str) -> str:
+        try:
+            return self._ifnames[(node, segment)]
+        except KeyError:
+            raise UnknownNode(f"node {node!r} has no link on segment {segment!r}") from None
+
+    def _spawn(self, node: str, argv: Sequence[str], **kw) -> subprocess.Popen:
+        return self._spawn_in(self.node_ns(node), argv, **kw)
+
+    def _spawn_in(self, nsname: str, argv: Sequence[str], **kw) -> subprocess.Popen:
+        path = str(_ns_path(nsname))
+        if not os.path.exists(path):
+            raise LabNotFound(f"namespace {nsname} does not exist (is the lab up?)")
+        if shutil.which(argv[0]) is None and not os.path.isabs(argv[0]):
+            raise MissingTool(f"{argv[0]}: command not found (needed in the lab)")
+        return subprocess.Popen(argv, preexec_fn=lambda: _setns_path(path), start_new_session=True, **kw)
+
+    def capture(self, segment: str, path: Path, *, bpf: str = "udp") -> Capture:
+        if segment not in self.topology.segments:
+            raise UnknownNode(f"unknown segment {segment!r}")
+        if shutil.which("tcpdump") is None:
+            raise MissingTool("tcpdump: command not found (needed for captures)")
+        path = Path(path).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        argv = ["tcpdump", "-i", BRIDGE, "-n", "-U", "-s", "512", "-w", str(path)] + bpf.split()
+        proc = self._spawn_in(
+            self.segment_ns(segment), argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        self._procs.append(proc)
+        return TcpdumpCapture(proc, path, self._stop_capture)
+
+    def _stop_capture(self, proc: subprocess.Popen) -> None:
+        # SIGINT makes tcpdump flush and close the pcap cleanly.
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=3)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        self.stop(proc)
+
+    def _teardown(self) -> None:
+        names = self.namespaces
+        pids = [p for plist in _pids_in(names).values() for p in plist]
+        _kill_all(pids)
+        for name in names:
+            _remove_ns(name)
+        try:
+            self.state_file.unlink()
+        except FileNotFoundError:
+            pass
+
+    # ---- bring-up ------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        """Create namespaces, bridges, veths, addresses and routes (pyroute2 netlink only)."""
+        topo = self.topology
+        handles: dict[str, IPRoute] = {}
+        try:
+            for name in self.namespaces:
+                netns.create(name)
+            for name in self.namespaces:
+                _write_sysctls(name, NODE_SYSCTLS)
+            for r in topo.by_role("router"):
+                _write_sysctls(self.node_ns(r), ROUTER_SYSCTLS)
+            for name in self.namespaces:
+                handles[name] = IPRoute(netns=name)
+                lo = handles[name].link_lookup(ifname="lo")[0]
+                handles[name].link("set", index=lo, state="up")
+            for seg in topo.segments.values():
+                ipr = handles[self.segment_ns(seg.name)]
+                # A LAN bridge that never learns floods every frame: a shared medium, as a hub.
+                extra = {"br_ageing_time": 0} if seg.kind == "lan" else {}
+                ipr.link("add", ifname=BRIDGE, kind="bridge", **extra)
+                br = ipr.link_lookup(ifname=BRIDGE)[0]
+                ipr.link("set", index=br, state="up")
+            for node in topo.nodes.values():
+                inner = handles[self.node_ns(node.name)]
+                for link in node.links:
+                    outer = handles[self.segment_ns(link.segment)]
+                    ifname = self.interface(node.name, link.segment)
+                    outer.link("add", ifname=node.name, kind="veth",
+                               peer={"ifname": ifname, "net_ns_fd": self.node_ns(node.name)})
+                    port = outer.link_lookup(ifname=node.name)[0]
+                    br = outer.link_lookup(ifname=BRIDGE)[0]
+                    outer.link("set", index=port, master=br, state="up")
+                    idx = inner.link_lookup(ifname=ifname)[0]
+                    for addr in link.addresses:
+                        ip, plen = addr.split("/")
+                        inner.addr("add", index=idx, address=ip, prefixlen=int(plen))
+                    inner.link("set", index=idx, state="up")
+                for route in topo.routes(node.name):
+                    idx = inner.link_lookup(ifname=self.interface(node.name, route.segment))[0]
+                    if route.dst == "default":
+                        inner.route("add", dst="0.0.0.0/0", gateway=route.via, oif=idx)
+                    else:
+                        inner.route("add", dst=route.dst, oif=idx, scope=253)  # on-link (scope link)
+        finally:
+            for h in handles.values():
+                h.close()
+
+
+class NetnsBackend(Backend):
+    name = "netns"
+
+    def check(self) -> None:
+        if os.geteuid() != 0:
+            raise NotRoot("the netns backend needs root (network namespaces, veths, netfilter)")
+        if not os.path.exists("/proc/self/ns/net"):
+            raise MissingKernelFeature("this kernel has no network namespaces (/proc/self/ns/net)")
+        for tool in REQUIRED_TOOLS:
+            if shutil.which(tool) is None:
+                raise MissingTool(f"{tool}: command not found (apt-get install nftables conntrack procps)")
+
+    def up(self, topology: Topology, *, prefix: str | None = None) -> NetnsLab:
+        self.check()
+        prefix = prefix or new_prefix()
+        if not PREFIX_RE.match(prefix):
+            raise LabStateError(f"invalid lab prefix {prefix!r}: use {PREFIX_STEM} followed by 1-8 [0-9a-z]")
+        if prefix in list_lab_namespaces() or (STATE_DIR / f"{prefix}.json").exists():
+            raise LabStateError(f"a lab with prefix {prefix} is already up (dp2pt-lab down {prefix})")
+        lab = NetnsLab(topology, prefix)
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        lab.state_file.write_text(json.dumps(
+            {"prefix": prefix, "backend": self.name, "topology": topology.source, "created": time.time()}
+        ))
+        try:
+            lab.build()
+        except OSError as exc:
+            lab.down()
+            if exc.errno in (errno.EOPNOTSUPP, errno.ENOENT) or "Not supported" in str(exc):
+                raise MissingKernelFeature(f"cannot build the lab: {exc} (veth/bridge modules?)") from None
+            raise
+        except BaseException:
+            lab.down()
+            raise
+        return lab
+
+    def attach(self, prefix: str) -> NetnsLab:
+        state = STATE_DIR / f"{prefix}.json"
+        if not state.exists():
+            raise LabNotFound(f"no lab {prefix!r} (running: {', '.join(self._prefixes()) or 'none'})")
+        data = json.loads(state.read_text())
+        return NetnsLab(from_dict(data["topology"]), prefix)
+
+    def _prefixes(self) -> list[str]:
+        found = set(list_lab_namespaces())
+        if STATE_DIR.is_dir():
+            found |= {p.stem for p in STATE_DIR.glob(f"{PREFIX_STEM}*.json")}
+        return sorted(found)
+
+    def list(self) -> list[LabInfo]:
+        labs = list_lab_namespaces()
+        out = []
+        for prefix in self._prefixes():
+            names = labs.get(prefix, [])
+            pids = sum(len(v) for v in _pids_in(names).values())
+            try:
+                topo = self.attach(prefix).topology.name
+            except (LabNotFound, ValueError, KeyError):
+                topo = "? (no state file: a leftover)"
+            nodes = [n.split("-", 1)[1] for n in names if n.startswith(prefix + "-")]
+            out.append(LabInfo(prefix, self.name, topo, nodes, pids))
+        return out
+
+    def down_all(self) -> list[str]:
+        prefixes = self._prefixes()
+        labs = list_lab_namespaces()
+        for prefix in prefixes:
+            names = labs.get(prefix, [])
+            _kill_all([p for plist in _pids_in(names).values() for p in plist])
+            for name in names:
+                _remove_ns(name)
+            try:
+                (STATE_DIR / f"{prefix}.json").unlink()
+            except FileNotFoundError:
+                pass
+        return prefixes
+
+    def down(self, prefix: str) -> None:
+        """Remove one lab by prefix, with or without its state file."""
+        if prefix not in self._prefixes():
+            raise LabNotFound(f"no lab {prefix!r} (running: {', '.join(self._prefixes()) or 'none'})")
+        names = list_lab_namespaces().get(prefix, [])
+        _kill_all([p for plist in _pids_in(names).values() for p in plist])
+        for name in names:
+            _remove_ns(name)
+        try:
+            (STATE_DIR / f"{prefix}.json").unlink()
+        except FileNotFoundError:
+            pass
+
+
+BACKEND_CLASS = NetnsBackend
