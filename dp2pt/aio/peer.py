@@ -1,0 +1,438 @@
+"""The peer agent on real sockets: login, testing NAT, and direct transmission (spec steps 1-17).
+
+One UDP socket per session carries the probes *and* the data, so the NAT mapping the probes
+measure is the one the punches extend.  Peer A is the one that listens, B the one that connects
+(the spec's naming); the location server decides who does what when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from dp2pt.aio.control import ControlChannel, TcpControl, UdpControl
+from dp2pt.errors import (
+    Dp2ptError,
+    RemoteProtocolError,
+    ServerUnreachable,
+    TransactionTimeout,
+    TraversalFailed,
+    TraversalTimeout,
+    UnknownPeer,
+)
+from dp2pt.proto import datagram, messages, stun
+from dp2pt.proto.datagram import Datagram, Kind
+from dp2pt.proto.nat_test import NatReport, probe_count, report_from_probes
+from dp2pt.proto.schedules import get_schedule, punch_ports
+from dp2pt.transaction import StunClient
+
+log = logging.getLogger("dp2pt.peer")
+
+Address = tuple[str, int]
+Msg = dict[str, Any]
+
+
+@dataclass
+class PeerConfig:
+    id: str
+    server: Address
+    udp_control: bool = False
+    bind: Address = ("0.0.0.0", 0)
+    stun: list[Address] = field(default_factory=list)  # empty: the location server's STUN ports
+    timeout: float = 10.0  # the whole session, from pairing to the last data datagram
+    punch_timeout: float = 2.0  # after punching, how long to wait for the other side's datagram
+    count: int = 5  # data datagrams each way over the direct path
+    rto: float = 0.2  # STUN initial retransmission timeout
+    punch_retries: int = 2  # extra rounds of the same punch burst (same 5-tuples: no new NAT mappings)
+    keepalive: float = 15.0
+
+
+class _DataSocket(asyncio.DatagramProtocol):
+    """The probe/punch/data socket: STUN answers go to the STUN client, direct datagrams to a queue."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.stun = StunClient(self.sendto)
+        self.direct: asyncio.Queue[tuple[Datagram, Address]] = asyncio.Queue()
+        self.sent = 0
+        self.ignored = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        assert self.transport is not None
+        self.transport.sendto(data, addr)
+
+    def send_direct(self, dgram: Datagram, addr: Address) -> None:
+        self.sendto(bytes(dgram), addr)
+        self.sent += 1
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        try:
+            if stun.is_stun(data):
+                message = stun.parse(data)
+                if stun.is_binding_response(message) and self.stun.response_received(message):
+                    return
+            elif datagram.is_direct(data):
+                self.direct.put_nowait((datagram.parse(data), addr[:2]))
+                return
+        except RemoteProtocolError:
+            pass
+        self.ignored += 1
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a NAT that dropped a punch: expected, not fatal.
+        log.debug("socket error: %s", exc)
+
+
+class Peer:
+    """A logged-in peer.  Use ``async with Peer(config) as peer:`` then listen() or connect()."""
+
+    def __init__(self, config: PeerConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.clock = clock
+        self.token = ""
+        self.stun_servers: list[Address] = []
+        self._control: ControlChannel | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
+        self._new_sessions: asyncio.Queue[Msg] = asyncio.Queue()
+        self._session_queues: dict[str, asyncio.Queue[Msg]] = {}
+        self._errors: asyncio.Queue[Msg] = asyncio.Queue()
+        self._lost: Exception | None = None
+
+    async def __aenter__(self) -> "Peer":
+        await self.login()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- login procedure ---------------------------------------------------------------------
+
+    async def login(self) -> None:
+        """Spec step 1 (A) / step 2 (B): open and keep a session with the location server.
+
+        Raises:
+            ServerUnreachable: no answer, or the server refused the login.
+        """
+        cfg = self.config
+        opener = UdpControl if cfg.udp_control else TcpControl
+        self._control = await opener.open(cfg.server, timeout=min(cfg.timeout, 5.0))
+        await self._control.send(messages.make("login", id=cfg.id))
+        try:
+            reply = await asyncio.wait_for(self._control.recv(), min(cfg.timeout, 5.0))
+        except asyncio.TimeoutError:
+            raise ServerUnreachable(f"location server {cfg.server[0]}:{cfg.server[1]} did not answer the login") from None
+        if reply["type"] == "error":
+            raise ServerUnreachable(f"login refused: {reply['message']}")
+        if reply["type"] != "login_ok":
+            raise RemoteProtocolError(f"expected login_ok, got {reply['type']}")
+        self.token = reply["token"]
+        self.stun_servers = self._stun_addresses(reply["stun"])
+        self._reader = asyncio.ensure_future(self._read_control())
+        self._pinger = asyncio.ensure_future(self._keepalive())
+
+    def _stun_addresses(self, advertised: list[Any]) -> list[Address]:
+        if self.config.stun:
+            servers = list(self.config.stun)
+            if len(servers) == 1:
+                servers.append((servers[0][0], servers[0][1] + 1))
+            return servers
+        # A server bound to the wildcard address advertises it: use the address we reached it at.
+        return [
+            (self.config.server[0] if host in ("0.0.0.0", "::") else host, int(port)) for host, port in advertised
+        ]
+
+    async def _read_control(self) -> None:
+        assert self._control is not None
+        try:
+            while True:
+                msg = await self._control.recv()
+                sid = msg.get("session")
+                if msg["type"] == "session":
+                    self._session_queues[sid] = asyncio.Queue()
+                    await self._new_sessions.put(msg)
+                elif isinstance(sid, str) and sid in self._session_queues:
+                    await self._session_queues[sid].put(msg)
+                elif msg["type"] == "error":
+                    await self._errors.put(msg)
+        except (Dp2ptError, OSError) as exc:
+            self._lost = exc
+            lost = messages.make("error", code="lost", message=str(exc))
+            await self._new_sessions.put(lost)
+            await self._errors.put(lost)
+            for queue in self._session_queues.values():
+                await queue.put(lost)
+
+    async def _keepalive(self) -> None:
+        assert self._control is not None
+        while True:
+            await asyncio.sleep(self.config.keepalive)
+            await self._control.send(messages.make("ping", token=self.token))
+
+    async def close(self) -> None:
+        for task in (self._reader, self._pinger):
+            if task is not None:
+                task.cancel()
+        if self._control is not None:
+            self._control.close()
+
+    # ---- the two roles -----------------------------------------------------------------------
+
+    async def listen(self, on_result: Callable[[Msg], None], sessions: int = 1) -> None:
+        """Wait for other peers to connect (role A) and run each session; 0 sessions = forever."""
+        served = 0
+        while sessions == 0 or served < sessions:
+            msg = await self._new_sessions.get()
+            if msg["type"] == "error":
+                raise ServerUnreachable(f"lost the location server: {msg['message']}")
+            on_result(await self._run_session(msg))
+            served += 1
+
+    async def connect(self, target: str, variant: str = "basic", k: int = 1, schedule: str = "diagram1") -> Msg:
+        """Ask the location server for a direct path to ``target`` (role B) and run the session.
+
+        Raises:
+            UnknownPeer: no such peer is logged in (here or in the federation).
+            TraversalTimeout: the server did not start the session in time.
+        """
+        assert self._control is not None
+        probe_count(variant)
+        get_schedule(schedule).first(k if variant == "improved" else 1)
+        await self._control.send(
+            messages.make("connect", token=self.token, target=target, variant=variant, k=k, schedule=schedule)
+        )
+        waiting = {
+            asyncio.ensure_future(self._new_sessions.get()): "session",
+            asyncio.ensure_future(self._errors.get()): "error",
+        }
+        done, pending = await asyncio.wait(waiting, timeout=self.config.timeout, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if not done:
+            raise TraversalTimeout(f"the location server did not pair us with {target!r} in time")
+        msg = done.pop().result()
+        if msg["type"] == "error":
+            if msg["code"] == "unknown-peer":
+                raise UnknownPeer(msg["message"])
+            raise ServerUnreachable(f"connect refused: {msg['message']}")
+        return await self._run_session(msg)
+
+    async def _run_session(self, msg: Msg) -> Msg:
+        run = _SessionRun(self, msg)
+        try:
+            return await asyncio.wait_for(run.run(), self.config.timeout)
+        except asyncio.TimeoutError:
+            run.result["error"] = f"session timed out after {self.config.timeout:g}s in {run.phase}"
+            run.result["error_code"] = TraversalTimeout.exit_code
+        except Dp2ptError as exc:
+            run.result["error"] = str(exc)
+            run.result["error_code"] = exc.exit_code
+        finally:
+            run.close()
+            self._session_queues.pop(msg["session"], None)
+        await self._report_result(run.result)
+        return run.result
+
+    async def _report_result(self, result: Msg) -> None:
+        if self._control is not None and self._lost is None:
+            try:
+                await self._control.send(
+                    messages.make("result", token=self.token, session=result["session"], ok=result["ok"])
+                )
+            except (OSError, Dp2ptError):
+                pass
+
+    async def send_control(self, msg: Msg) -> None:
+        assert self._control is not None
+        await self._control.send(msg)
+
+
+class _SessionRun:
+    """One pairing as seen by one peer: testing NAT, then direct transmission."""
+
+    def __init__(self, peer: Peer, msg: Msg) -> None:
+        self.peer = peer
+        self.cfg = peer.config
+        self.role: str = msg["role"]
+        self.sid: str = msg["session"]
+        self.wire_sid = datagram.session_bytes(self.sid)
+        self.variant: str = msg["variant"]
+        self.k: int = msg["k"]
+        self.schedule: str = msg["schedule"]
+        self.queue = peer._session_queues[self.sid]
+        self.t0 = peer.clock()
+        self.phase = "start"
+        self.sock: _DataSocket | None = None
+        self.result: Msg = {
+            "ok": False,
+            "role": self.role,
+            "id": self.cfg.id,
+            "peer": msg["peer"],
+            "session": self.sid,
+            "variant": self.variant,
+            "k": self.k,
+            "schedule": self.schedule,
+            "direct": False,
+            "local": None,
+            "probes": [],
+            "mapped": None,
+            "delta": None,
+            "remote": None,
+            "punch_ports": [],
+            "remote_endpoint": None,
+            "hit": None,
+            "time_to_direct_ms": None,
+            "timeline_ms": {"session": 0.0},
+            "punches_sent": 0,
+            "data_sent": 0,
+            "data_received": 0,
+            "packets_sent": 0,
+            "error": None,
+            "error_code": 0,
+        }
+
+    def _mark(self, event: str) -> float:
+        ms = round((self.peer.clock() - self.t0) * 1000, 3)
+        self.result["timeline_ms"][event] = ms
+        return ms
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.result["packets_sent"] = self.sock.sent + self.sock.stun.sent
+            if self.sock.transport is not None:
+                self.sock.transport.close()
+
+    async def run(self) -> Msg:
+        loop = asyncio.get_running_loop()
+        self.phase = "opening the data socket"
+        _, self.sock = await loop.create_datagram_endpoint(_DataSocket, local_addr=self.cfg.bind)
+        assert self.sock.transport is not None
+        self.result["local"] = list(self.sock.transport.get_extra_info("sockname")[:2])
+        if self.role == "A":
+            report = await self._test_nat()  # steps 3-7
+            remote = await self._expect("peer_report")  # step 14
+            await self._expect("punch")  # B has punched (step 15); our turn (step 16)
+            await self._punch(remote)
+        else:
+            remote = await self._expect("peer_report")  # step 8
+            report = await self._test_nat()  # steps 9-13
+            await self._expect("punch")  # step 15
+            await self._punch(remote)
+            await self.peer.send_control(messages.make("punched", token=self.peer.token, session=self.sid))
+        del report
+        await self._direct()
+        return self.result
+
+    async def _expect(self, type_: str) -> Msg:
+        self.phase = f"waiting for {type_}"
+        while True:
+            msg = await self.queue.get()
+            if msg["type"] == type_:
+                if type_ == "peer_report":
+                    self.result["remote"] = {"ip": msg["ip"], "port": msg["port"], "delta": msg["delta"]}
+                return msg
+            if msg["type"] == "error":
+                raise TraversalFailed(f"location server: {msg['message']}")
+
+    async def _test_nat(self) -> NatReport:
+        """Steps 3-6 (or 9-12): probe the location server's two STUN ports; step 7 (13): report."""
+        assert self.sock is not None
+        mapped = []
+        servers = self.peer.stun_servers
+        for i in range(probe_count(self.variant)):
+            self.phase = f"probe {i + 1}"
+            try:
+                response = await self.sock.stun.request(stun.binding_request(), servers[i], rto=self.cfg.rto)
+            except TransactionTimeout as exc:
+                raise TraversalTimeout(f"NAT test: {exc}") from None
+            mapped.append(stun.mapped_address(response))
+            self._mark(f"probe{i + 1}")
+        report = report_from_probes(self.variant, mapped)
+        self.result.update(probes=[list(m) for m in mapped], mapped=[report.ip, report.port], delta=report.delta)
+        await self.peer.send_control(
+            messages.make("report", token=self.peer.token, session=self.sid, ip=report.ip, port=report.port,
+                          delta=report.delta)
+        )
+        self._mark("report")
+        return report
+
+    async def _punch(self, remote: Msg) -> None:
+        """Step 15 (B) or 16 (A): one punch per predicted port of the other side's NAT."""
+        assert self.sock is not None
+        hypotheses = get_schedule(self.schedule).first(self.k)
+        ports = punch_ports(self.role, remote["port"], remote["delta"], hypotheses)  # type: ignore[arg-type]
+        self.result["punch_ports"] = ports
+        self.phase = "punching"
+        self._mark("punch")
+        self._burst(remote["ip"], ports)
+
+    def _burst(self, ip: str, ports: list[int]) -> None:
+        assert self.sock is not None
+        for index, port in enumerate(ports, start=1):
+            self.sock.send_direct(Datagram(Kind.PUNCH, self.wire_sid, index), (ip, port))
+            self.result["punches_sent"] += 1
+
+    async def _direct(self) -> None:
+        """Wait for the other side's punch (B) or reply (A), answer (step 17), then exchange data."""
+        assert self.sock is not None
+        self.phase = "waiting for a direct datagram"
+        remote_ip = self.result["remote"]["ip"]
+        ports = self.result["punch_ports"]
+        received: set[int] = set()
+        deadline = self.peer.clock() + self.cfg.punch_timeout
+        retries = self.cfg.punch_retries if self.role == "A" else 0
+        retry_every = self.cfg.punch_timeout / (retries + 1)
+        next_retry = self.peer.clock() + retry_every
+        data_done_by: float | None = None
+        while True:
+            now = self.peer.clock()
+            if self.result["direct"]:
+                if len(received) >= self.cfg.count or now >= data_done_by:  # type: ignore[operator]
+                    break
+                wait = data_done_by - now  # type: ignore[operator]
+            else:
+                if now >= deadline:
+                    raise TraversalFailed(
+                        f"no direct datagram from {self.result['peer']} within {self.cfg.punch_timeout:g}s of punching"
+                    )
+                if retries and now >= next_retry:
+                    self._burst(remote_ip, ports)
+                    retries -= 1
+                    next_retry = now + retry_every
+                wait = min(deadline, next_retry) - now if retries else deadline - now
+            try:
+                dgram, addr = await asyncio.wait_for(self.sock.direct.get(), max(wait, 0.001))
+            except asyncio.TimeoutError:
+                continue
+            if dgram.session != self.wire_sid:
+                self.sock.ignored += 1
+                continue
+            if dgram.kind == Kind.PUNCH:
+                self.sock.send_direct(Datagram(Kind.REPLY, self.wire_sid, dgram.index), addr)  # step 17
+            if dgram.kind in (Kind.PUNCH, Kind.REPLY) and not self.result["direct"]:
+                self._direct_up(addr, dgram.index)
+                data_done_by = self.peer.clock() + self.cfg.punch_timeout
+            elif dgram.kind == Kind.DATA and self.result["direct"]:
+                received.add(dgram.seq)
+                self.result["data_received"] = len(received)
+        self.result["ok"] = len(received) >= self.cfg.count
+        if not self.result["ok"]:
+            raise TraversalFailed(f"direct path up but only {len(received)}/{self.cfg.count} data datagrams arrived")
+
+    def _direct_up(self, addr: Address, index: int) -> None:
+        assert self.sock is not None
+        self.result["direct"] = True
+        self.result["remote_endpoint"] = list(addr)
+        self.result["hit"] = index
+        self.result["time_to_direct_ms"] = self._mark("direct")
+        self.phase = "exchanging data"
+        for seq in range(self.cfg.count):
+            payload = f"{self.cfg.id}:{seq}".encode()
+            self.sock.send_direct(Datagram(Kind.DATA, self.wire_sid, 0, seq, payload), addr)
+        self.result["data_sent"] = self.cfg.count

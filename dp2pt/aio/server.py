@@ -1,0 +1,339 @@
+"""The location server on real sockets: TCP and UDP control, STUN on two ports, federation links.
+
+All decisions are made by :class:`dp2pt.proto.registry.Registry`; this module only parses bytes,
+feeds events in and sends the actions out.  Any malformed, truncated or oversized input is counted
+and dropped; nothing a remote sends can stop the server or touch another pair's session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from dp2pt.errors import RemoteProtocolError
+from dp2pt.proto import messages, stun
+from dp2pt.proto.registry import Action, Lookup, Registry, ToConn, ToPeer, ToServer
+from dp2pt.proto.reliable import ReliableLink
+
+log = logging.getLogger("dp2pt.server")
+
+KEEPALIVE = 15.0  # seconds between a peer's pings; a peer silent for 3x this is logged out
+LOOKUP_TIMEOUT = 2.0
+SWEEP_INTERVAL = 5.0
+MAX_UDP_LINKS = 100_000
+FEDERATION_RETRY = (0.1, 2.0)  # first and largest delay between attempts to reach a peer server
+
+Address = tuple[str, int]
+
+
+@dataclass
+class ServerConfig:
+    name: str = "ls1"
+    tcp: Address = ("0.0.0.0", 7000)
+    udp: Address = ("0.0.0.0", 3478)
+    alt_port: int | None = None  # STUN port for the second probe; default udp port + 1
+    peer_servers: list[Address] = field(default_factory=list)
+    keepalive: float = KEEPALIVE
+
+
+class _TcpConn:
+    """A TCP control connection (a peer's login session, or a federation link)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.peername = writer.get_extra_info("peername")
+
+    def send(self, msg: dict[str, Any]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(messages.encode(msg) + b"\n")
+
+    def __repr__(self) -> str:
+        return f"tcp:{self.peername}"
+
+
+class _UdpConn:
+    """A UDP control association, keyed by the peer's address; reliable via ReliableLink."""
+
+    def __init__(self, transport: asyncio.DatagramTransport, addr: Address, clock: Callable[[], float]) -> None:
+        self.transport = transport
+        self.addr = addr
+        self.link = ReliableLink()
+        self.last_seen = clock()
+        self._clock = clock
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.transport.sendto(self.link.send(msg, self._clock()), self.addr)
+
+    def __hash__(self) -> int:
+        return hash(("udp", self.addr))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _UdpConn) and other.addr == self.addr
+
+    def __repr__(self) -> str:
+        return f"udp:{self.addr}"
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: "LocationServer", control: bool) -> None:
+        self.server = server
+        self.control = control
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        try:
+            self.server._datagram(self, data, addr[:2])
+        except Exception:  # a bad packet never crashes the server
+            self.server.stats["internal_errors"] += 1
+            log.exception("datagram from %s", addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.server.stats["udp_errors"] += 1
+
+
+class LocationServer:
+    """Spec's location server 20 (or 22/24 of a federation)."""
+
+    def __init__(self, config: ServerConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.clock = clock
+        self.stats: Counter[str] = Counter()
+        self.registry: Registry | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._transports: list[asyncio.DatagramTransport] = []
+        self._udp_conns: dict[Address, _UdpConn] = {}
+        self._links: dict[str, _TcpConn] = {}
+        self._lookups: dict[int, set[str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.addresses: dict[str, Address] = {}
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind every socket; raises OSError (e.g. address in use) before anything is served."""
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        tcp = await asyncio.start_server(
+            self._tcp_client, cfg.tcp[0], cfg.tcp[1], limit=messages.MAX_MESSAGE_SIZE + 2
+        )
+        self._servers.append(tcp)
+        self.addresses["tcp"] = tcp.sockets[0].getsockname()[:2]
+        alt_port = cfg.alt_port if cfg.alt_port is not None else cfg.udp[1] + 1
+        for key, port in (("udp", cfg.udp[1]), ("alt", alt_port)):
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self, control=True), local_addr=(cfg.udp[0], port)
+            )
+            self._transports.append(transport)
+            self.addresses[key] = transport.get_extra_info("sockname")[:2]
+        stun_addrs = [self.addresses["udp"], self.addresses["alt"]]
+        self.registry = Registry(cfg.name, stun_addrs, federated=bool(cfg.peer_servers))
+        for addr in cfg.peer_servers:
+            self._spawn(self._federation_link(addr))
+        self._spawn(self._housekeeping())
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for server in self._servers:
+            server.close()
+        for transport in self._transports:
+            transport.close()
+        for link in list(self._links.values()):
+            link.writer.close()
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters for the stats line and the tests."""
+        assert self.registry is not None
+        return {
+            **self.stats,
+            **{f"registry_{k}": v for k, v in self.registry.stats.items()},
+            "logged_in": len(self.registry.logins),
+            "open_sessions": len(self.registry.sessions),
+        }
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- UDP: STUN and control ---------------------------------------------------------------
+
+    def _datagram(self, proto: _UdpProtocol, data: bytes, addr: Address) -> None:
+        assert proto.transport is not None and self.registry is not None
+        if stun.is_stun(data):
+            try:
+                request = stun.parse(data)
+            except RemoteProtocolError:
+                self.stats["malformed_stun"] += 1
+                return
+            if stun.is_binding_request(request):
+                # Spec steps 4, 6, 10, 12: return the source port the NAT gave the probe.
+                proto.transport.sendto(stun.binding_response(request, addr), addr)
+                self.stats["stun_binding"] += 1
+            else:
+                self.stats["stun_ignored"] += 1
+            return
+        try:
+            msg = messages.decode(data)
+        except RemoteProtocolError:
+            self.stats["malformed_udp"] += 1
+            return
+        conn = self._udp_conns.get(addr)
+        if conn is None:
+            if msg["type"] != "login" or len(self._udp_conns) >= MAX_UDP_LINKS:
+                self.stats["rejected_udp"] += 1
+                return
+            conn = self._udp_conns[addr] = _UdpConn(proto.transport, addr, self.clock)
+        conn.last_seen = self.clock()
+        deliver, ack = conn.link.receive(msg)
+        if ack is not None:
+            proto.transport.sendto(ack, addr)
+        if deliver is not None:
+            self._run(self.registry.on_message(conn, deliver, self.clock()))
+
+    # ---- TCP: peers and federation links -----------------------------------------------------
+
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _TcpConn(writer)
+        server_name: str | None = None
+        try:
+            async for msg in self._lines(reader, timeout=3 * self.config.keepalive):
+                if msg["type"] == "hello":
+                    server_name = msg["server"]
+                    self._links.setdefault(server_name, conn)
+                    conn.send(messages.make("hello", server=self.config.name))
+                elif server_name is not None:
+                    self._from_server(server_name, msg)
+                else:
+                    assert self.registry is not None
+                    self._run(self.registry.on_message(conn, msg, self.clock()))
+        finally:
+            if server_name is not None and self._links.get(server_name) is conn:
+                del self._links[server_name]
+            elif self.registry is not None:
+                self._run(self.registry.on_disconnect(conn))
+            writer.close()
+
+    async def _lines(self, reader: asyncio.StreamReader, timeout: float | None):  # type: ignore[no-untyped-def]
+        """Yield validated messages; malformed lines are counted and skipped, oversized ones end the link."""
+        while True:
+            try:
+                line = await asyncio.wait_for(reader.readline(), timeout)
+            except (asyncio.TimeoutError, ConnectionError):
+                self.stats["tcp_timeouts"] += 1
+                return
+            except (asyncio.LimitOverrunError, ValueError):
+                self.stats["oversized_tcp"] += 1
+                return
+            if not line:
+                return
+            if not line.strip():
+                continue
+            try:
+                yield messages.decode(line)
+            except RemoteProtocolError:
+                self.stats["malformed_tcp"] += 1
+
+    async def _federation_link(self, addr: Address) -> None:
+        """Keep a link to another location server of the federation (FIG. 4), reconnecting if it drops."""
+        delay = FEDERATION_RETRY[0]
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(*addr, limit=messages.MAX_MESSAGE_SIZE + 2)
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, FEDERATION_RETRY[1])
+                continue
+            delay = FEDERATION_RETRY[0]
+            conn = _TcpConn(writer)
+            conn.send(messages.make("hello", server=self.config.name))
+            name: str | None = None
+            async for msg in self._lines(reader, timeout=None):
+                if msg["type"] == "hello":
+                    name = msg["server"]
+                    self._links[name] = conn
+                elif name is not None:
+                    self._from_server(name, msg)
+            if name is not None and self._links.get(name) is conn:
+                del self._links[name]
+            writer.close()
+            await asyncio.sleep(delay)
+
+    def _from_server(self, server: str, msg: dict[str, Any]) -> None:
+        assert self.registry is not None
+        if msg["type"] == "lookup_result":
+            self._lookup_answer(msg["q"], server, msg["found"])
+            return
+        self._run(self.registry.on_server_message(server, msg, self.clock()))
+
+    # ---- actions -----------------------------------------------------------------------------
+
+    def _run(self, actions: list[Action]) -> None:
+        assert self.registry is not None
+        for action in actions:
+            if isinstance(action, ToConn):
+                action.conn.send(action.msg)  # type: ignore[attr-defined]
+            elif isinstance(action, ToPeer):
+                login = self.registry.logins.get(action.peer)
+                if login is not None:
+                    login.conn.send(action.msg)  # type: ignore[attr-defined]
+            elif isinstance(action, ToServer):
+                link = self._links.get(action.server)
+                if link is None:
+                    self.stats["federation_unreachable"] += 1
+                else:
+                    link.send(action.msg)
+            elif isinstance(action, Lookup):
+                self._lookup(action)
+
+    def _lookup(self, action: Lookup) -> None:
+        if not self._links:
+            self._run(self.registry.lookup_done(action.q, None, self.clock()))  # type: ignore[union-attr]
+            return
+        self._lookups[action.q] = set(self._links)
+        for link in self._links.values():
+            link.send(messages.make("lookup", q=action.q, id=action.peer_id))
+        asyncio.get_running_loop().call_later(LOOKUP_TIMEOUT, self._lookup_expired, action.q)
+
+    def _lookup_answer(self, q: int, server: str, found: bool) -> None:
+        waiting = self._lookups.get(q)
+        if waiting is None:
+            return
+        waiting.discard(server)
+        if found or not waiting:
+            del self._lookups[q]
+            self._run(self.registry.lookup_done(q, server if found else None, self.clock()))  # type: ignore[union-attr]
+
+    def _lookup_expired(self, q: int) -> None:
+        if self._lookups.pop(q, None) is not None:
+            self._run(self.registry.lookup_done(q, None, self.clock()))  # type: ignore[union-attr]
+
+    async def _housekeeping(self) -> None:
+        """Retransmit UDP control messages, log out silent UDP peers, sweep stale sessions."""
+        assert self.registry is not None
+        last_sweep = self.clock()
+        while True:
+            await asyncio.sleep(0.05)
+            now = self.clock()
+            for addr, conn in list(self._udp_conns.items()):
+                resend, _lost = conn.link.due(now)
+                for data in resend:
+                    conn.transport.sendto(data, addr)
+                if now - conn.last_seen > 3 * self.config.keepalive:
+                    del self._udp_conns[addr]
+                    self._run(self.registry.on_disconnect(conn))
+            if now - last_sweep > SWEEP_INTERVAL:
+                self.registry.sweep(now)
+                last_sweep = now

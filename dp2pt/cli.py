@@ -1,0 +1,161 @@
+"""The ``dp2pt`` command: ``dp2pt server`` and ``dp2pt peer ... listen|connect``.
+
+Every failure a user can cause ends in one line on stderr (``dp2pt: error: ...``) and a non-zero
+exit code (see docs/CONTRACT.md); results are one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from typing import Any, NoReturn, Sequence
+
+from dp2pt.errors import ConfigError, Dp2ptError
+from dp2pt.proto.messages import VARIANTS
+from dp2pt.proto.schedules import SCHEDULES
+
+Address = tuple[str, int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"dp2pt: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def address(text: str) -> Address:
+    """Parse ``HOST:PORT`` (``[v6]:PORT`` too)."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dp2pt", description="Direct peer-to-peer transmission between two NATed networks.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv for debug)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    server = commands.add_parser("server", help="run a location server")
+    server.add_argument("--tcp", type=address, default=("0.0.0.0", 7000), help="TCP control address")
+    server.add_argument("--udp", type=address, default=("0.0.0.0", 3478), help="UDP control + STUN address")
+    server.add_argument("--alt-port", type=int, help="STUN port of the second probe (default: UDP port + 1)")
+    server.add_argument("--peer-server", type=address, action="append", default=[],
+                        help="TCP address of another location server of the federation (repeatable)")
+    server.add_argument("--name", default="ls1", help="this server's name in the federation")
+    server.add_argument("--json", action="store_true", help="(accepted for symmetry; output is always JSON)")
+
+    peer = commands.add_parser("peer", help="run a peer agent")
+    peer.add_argument("--id", required=True, help="this peer's id")
+    peer.add_argument("--server", type=address, required=True, help="location server (TCP, or UDP with --udp-control)")
+    peer.add_argument("--udp-control", action="store_true", help="keep the login session over UDP instead of TCP")
+    peer.add_argument("--bind", type=address, default=("0.0.0.0", 0), help="local address of the data socket")
+    peer.add_argument("--stun", type=address, action="append", default=[], help="STUN server for the NAT test")
+    peer.add_argument("--timeout", type=_seconds, default=10.0, help="seconds a session may take")
+    peer.add_argument("--punch-timeout", type=_seconds, default=2.0, help="seconds to wait for a direct datagram")
+    peer.add_argument("--rto", type=_seconds, default=0.2, help="STUN initial retransmission timeout")
+    peer.add_argument("--count", type=int, default=5, help="data datagrams each way")
+    peer.add_argument("--json", action="store_true", help="print the JSON result line also on failure")
+    roles = peer.add_subparsers(dest="role", required=True, parser_class=_Parser)
+    listen = roles.add_parser("listen", help="wait for peers to connect (role A)")
+    listen.add_argument("--sessions", type=int, default=1, help="sessions to serve before exiting (0: forever)")
+    connect = roles.add_parser("connect", help="open a direct path to another peer (role B)")
+    connect.add_argument("target", help="id of the peer to reach")
+    connect.add_argument("--variant", choices=VARIANTS, default="basic")
+    connect.add_argument("--k", type=_positive, default=None, help="punch packets per side (improved; default 6)")
+    connect.add_argument("--schedule", default="diagram1", help=f"hypothesis order (known: {', '.join(SCHEDULES)})")
+    return parser
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, separators=(",", ":")), flush=True)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from dp2pt.aio.server import LocationServer, ServerConfig
+
+    config = ServerConfig(name=args.name, tcp=args.tcp, udp=args.udp, alt_port=args.alt_port,
+                          peer_servers=args.peer_server)
+    server = LocationServer(config)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot bind: {exc.strerror or exc}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    _emit({"event": "ready", "name": args.name, **{k: list(v) for k, v in server.addresses.items()}})
+    await stop.wait()
+    _emit({"event": "stats", **server.snapshot()})
+    await server.close()
+    return 0
+
+
+async def _peer(args: argparse.Namespace) -> int:
+    from dp2pt.aio.peer import Peer, PeerConfig
+
+    if args.count < 0:
+        raise ConfigError("--count must be >= 0")
+    config = PeerConfig(id=args.id, server=args.server, udp_control=args.udp_control, bind=args.bind,
+                        stun=args.stun, timeout=args.timeout, punch_timeout=args.punch_timeout,
+                        count=args.count, rto=args.rto)
+    failures: list[dict[str, Any]] = []
+
+    def report(result: dict[str, Any]) -> None:
+        if result["ok"] or args.json:
+            _emit(result)
+        if not result["ok"]:
+            failures.append(result)
+            print(f"dp2pt: error: {result['error']}", file=sys.stderr, flush=True)
+
+    async with Peer(config) as peer:
+        if args.role == "listen":
+            _emit({"event": "ready", "id": args.id, "server": list(args.server)})
+            await peer.listen(report, sessions=args.sessions)
+        else:
+            k = args.k if args.k is not None else (6 if args.variant == "improved" else 1)
+            if args.variant != "improved" and args.k not in (None, 1):
+                raise ConfigError(f"--k applies to the improved variant, not {args.variant}")
+            report(await peer.connect(args.target, args.variant, k, args.schedule))
+    return failures[-1]["error_code"] or 6 if failures else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        return asyncio.run(_serve(args) if args.command == "server" else _peer(args))
+    except Dp2ptError as exc:
+        print(f"dp2pt: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

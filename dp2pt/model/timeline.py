@@ -1,0 +1,82 @@
+"""When each step of the exchange happens, as explicit parameters (milliseconds, A's first probe = 0).
+
+The spec's order (FIG. 2): A probes (steps 3, 5), reports x2/dx2 and the server relays it to B (7-8);
+B probes (9, 11), reports y2/dy2 (13) and at once sends its punches (15); the server relays y2/dy2 to A
+(14), which then sends its punches (16). So A's window — from its last probe to its punch, where a
+cut-in on A's NAT shifts A's ports — spans B's whole NAT test and two relays, while B's window is only
+its own report: "the time difference between step 5 and step 16 on account of the A is longer than that
+of step 11 and step 15 on account of the B".
+
+The defaults are what the lab measures on its namespaces (the peers' ``timeline_ms``, docs/CONTRACT.md);
+:meth:`Timeline.from_results` derives the parameters from a pair of result lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dp2pt.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The exchange's timing.
+
+    Attributes:
+        probe_spacing_ms: from a peer's first probe to its second (steps 3→5, 9→11): one STUN round trip.
+        a_probe2_to_b_probe1_ms: from A's second probe to B's first (steps 5→9: answer, report, relay).
+        b_probe2_to_punch_ms: from B's second probe to its first punch (steps 11→15): B's whole window.
+        b_to_a_burst_ms: from B's first punch to A's first punch (steps 15→16: y2/dy2 relayed to A).
+        burst_gap_ms: between two punch packets of one burst.
+        wan_latency_ms: one way between the two NATs' public sides.
+    """
+
+    probe_spacing_ms: float = 1.0
+    a_probe2_to_b_probe1_ms: float = 3.0
+    b_probe2_to_punch_ms: float = 1.0
+    b_to_a_burst_ms: float = 1.5
+    burst_gap_ms: float = 0.1
+    wan_latency_ms: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value < 0:
+                raise ConfigError(f"timeline {name} must not be negative, got {value}")
+
+    @property
+    def a_probe1(self) -> float:
+        """Step 3."""
+        return 0.0
+
+    @property
+    def a_probe2(self) -> float:
+        """Step 5."""
+        return self.probe_spacing_ms
+
+    @property
+    def b_probe1(self) -> float:
+        """Step 9."""
+        return self.a_probe2 + self.a_probe2_to_b_probe1_ms
+
+    @property
+    def b_probe2(self) -> float:
+        """Step 11."""
+        return self.b_probe1 + self.probe_spacing_ms
+
+    def b_punch(self, j: int) -> float:
+        """Step 15: B's j-th punch (0-based)."""
+        return self.b_probe2 + self.b_probe2_to_punch_ms + j * self.burst_gap_ms
+
+    def a_punch(self, i: int) -> float:
+        """Step 16: A's i-th punch (0-based)."""
+        return self.b_punch(0) + self.b_to_a_burst_ms + i * self.burst_gap_ms
+
+    @property
+    def a_window_ms(self) -> float:
+        """Steps 5→16: how long a cut-in on A's NAT can shift A's first punch."""
+        return self.a_punch(0) - self.a_probe2
+
+    @property
+    def b_window_ms(self) -> float:
+        """Steps 11→15: how long a cut-in on B's NAT can shift B's first punch."""
+        return self.b_punch(0) - self.b_probe2
