@@ -16,7 +16,7 @@ from typing import Any, NoReturn, Sequence
 
 from dp2pt.errors import ConfigError, Dp2ptError
 from dp2pt.proto.messages import VARIANTS
-from dp2pt.proto.schedules import SCHEDULES
+from dp2pt.proto.schedules import SCHEDULES, get_schedule
 
 Address = tuple[str, int]
 
@@ -132,14 +132,16 @@ async def _peer(args: argparse.Namespace) -> int:
             failures.append(result)
             print(f"dp2pt: error: {result['error']}", file=sys.stderr, flush=True)
 
+    if args.role == "connect":
+        k = args.k if args.k is not None else (6 if args.variant == "improved" else 1)
+        if args.variant != "improved" and args.k not in (None, 1):
+            raise ConfigError(f"--k applies to the improved variant, not {args.variant}")
+        get_schedule(args.schedule).first(k)
     async with Peer(config) as peer:
         if args.role == "listen":
             _emit({"event": "ready", "id": args.id, "server": list(args.server)})
             await peer.listen(report, sessions=args.sessions)
         else:
-            k = args.k if args.k is not None else (6 if args.variant == "improved" else 1)
-            if args.variant != "improved" and args.k not in (None, 1):
-                raise ConfigError(f"--k applies to the improved variant, not {args.variant}")
             report(await peer.connect(args.target, args.variant, k, args.schedule))
     return failures[-1]["error_code"] or 6 if failures else 0
 

@@ -7,6 +7,7 @@ JSON message per line; UDP is one per datagram, made reliable by :class:`Reliabl
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -42,7 +43,10 @@ class TcpControl(ControlChannel):
                 asyncio.open_connection(*server, limit=messages.MAX_MESSAGE_SIZE + 2), timeout
             )
         except (OSError, asyncio.TimeoutError) as exc:
-            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else exc.strerror or str(exc)
+            if isinstance(exc, asyncio.TimeoutError):
+                reason = "timed out"
+            else:
+                reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
             raise ServerUnreachable(f"cannot reach location server {server[0]}:{server[1]} over TCP: {reason}") from None
         return cls(reader, writer)
 

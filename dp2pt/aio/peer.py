@@ -139,10 +139,7 @@ class Peer:
 
     def _stun_addresses(self, advertised: list[Any]) -> list[Address]:
         if self.config.stun:
-            servers = list(self.config.stun)
-            if len(servers) == 1:
-                servers.append((servers[0][0], servers[0][1] + 1))
-            return servers
+            return list(self.config.stun)
         # A server bound to the wildcard address advertises it: use the address we reached it at.
         return [
             (self.config.server[0] if host in ("0.0.0.0", "::") else host, int(port)) for host, port in advertised
@@ -344,7 +341,7 @@ class _SessionRun:
         """Steps 3-6 (or 9-12): probe the location server's two STUN ports; step 7 (13): report."""
         assert self.sock is not None
         mapped = []
-        servers = self.peer.stun_servers
+        servers = list(self.peer.stun_servers)
         for i in range(probe_count(self.variant)):
             self.phase = f"probe {i + 1}"
             try:
@@ -353,6 +350,10 @@ class _SessionRun:
                 raise TraversalTimeout(f"NAT test: {exc}") from None
             mapped.append(stun.mapped_address(response))
             self._mark(f"probe{i + 1}")
+            if len(servers) == 1:
+                # One STUN server given: the second probe goes to its RFC 5780 OTHER-ADDRESS (a new
+                # destination, so a symmetric NAT opens a new mapping), else to the same address.
+                servers.append(stun.other_address(response) or servers[0])
         report = report_from_probes(self.variant, mapped)
         self.result.update(probes=[list(m) for m in mapped], mapped=[report.ip, report.port], delta=report.delta)
         await self.peer.send_control(

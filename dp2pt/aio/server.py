@@ -133,7 +133,9 @@ class LocationServer:
             self._transports.append(transport)
             self.addresses[key] = transport.get_extra_info("sockname")[:2]
         stun_addrs = [self.addresses["udp"], self.addresses["alt"]]
-        self.registry = Registry(cfg.name, stun_addrs, federated=bool(cfg.peer_servers))
+        # Federated even without --peer-server: another server may link to us; lookups with no link
+        # answer "unknown peer" at once.
+        self.registry = Registry(cfg.name, stun_addrs, federated=True)
         for addr in cfg.peer_servers:
             self._spawn(self._federation_link(addr))
         self._spawn(self._housekeeping())

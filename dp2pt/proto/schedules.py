@@ -67,9 +67,9 @@ def poisson_greedy_order(limit: int = 64) -> tuple[Hypothesis, ...]:
     Packet i of A can meet the mapping of *any* packet j of B, not only j = i: they meet when
     c_a = (2j - 1) - i and c_b = i - j. So k packets per side survive every (c_a, c_b) with
     c_a + 2·c_b <= k - 1 — at k = 6, c_a up to 5 with no cut-in on B, up to 3 with one, up to 1 with
-    two: 12 pairs, the likeliest ones, where Diagram 1's six rows survive 11 and miss their own row 3
-    (B's rows 2 and 3 share a destination, so on an endpoint-dependent NAT row 3 leaves from row 2's
-    port). The stride of 2 on B's side spends the packets on A's cut-ins, which are the likelier
+    two: 12 pairs, the likeliest ones, where Diagram 1's six rows survive 11 and miss their own rows 3
+    and 4 (B's rows 2 and 3 share a destination, so on an endpoint-dependent NAT row 3 reuses row 2's
+    flow and port, and B's later packets leave one port earlier than their rows assume). The stride of 2 on B's side spends the packets on A's cut-ins, which are the likelier
     (spec: steps 5→16 take longer than 11→15). It is what ``dp2pt.model.design.greedy_schedule``
     chooses, packet by packet, under Poisson cut-ins at 0.05 and 0.26 new flows per ms.
     """

@@ -69,3 +69,9 @@ def mapped_address(response: stun.Message) -> tuple[str, int]:
             host, port = response.attributes[name]
             return str(host), int(port)
     raise RemoteProtocolError("STUN Binding response carries no mapped address")
+
+
+def other_address(response: stun.Message) -> tuple[str, int] | None:
+    """The server's alternate address (RFC 5780 §7.4 OTHER-ADDRESS), if it advertises one."""
+    value = response.attributes.get("OTHER-ADDRESS")
+    return (str(value[0]), int(value[1])) if value else None

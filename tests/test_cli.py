@@ -1,0 +1,82 @@
+"""The ``dp2pt`` command line: one JSON result line on success, one error line and an exit code otherwise."""
+
+import json
+import subprocess
+
+import pytest
+
+from tests.procs import DP2PT, free_port, run, server_process
+
+
+def assert_one_line_error(proc, code, words):
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dp2pt: error:") and words in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_listen_and_connect_print_json_results():
+    with server_process() as (_, tcp, _udp):
+        server = f"{tcp[0]}:{tcp[1]}"
+        listener = subprocess.Popen(DP2PT + ["peer", "--id", "A", "--server", server, "listen"],
+                                    stdout=subprocess.PIPE, text=True)
+        assert json.loads(listener.stdout.readline())["event"] == "ready"
+        b = run("peer", "--id", "B", "--server", server, "connect", "A", "--variant", "improved", "--k", "4")
+        a_line = listener.stdout.readline()
+        assert listener.wait(10) == 0
+    assert b.returncode == 0, b.stderr
+    result_b, result_a = json.loads(b.stdout), json.loads(a_line)
+    assert result_b["ok"] and result_b["direct"] and result_b["k"] == 4 and len(result_b["punch_ports"]) == 4
+    assert result_a["ok"] and result_a["role"] == "A" and result_a["session"] == result_b["session"]
+
+
+def test_server_unreachable():
+    port = free_port(kind=1)
+    proc = run("peer", "--id", "B", "--server", f"127.0.0.1:{port}", "connect", "A")
+    assert_one_line_error(proc, 3, "cannot reach location server")
+
+
+def test_server_unreachable_over_udp_times_out_cleanly():
+    port = free_port()
+    proc = run("peer", "--id", "B", "--server", f"127.0.0.1:{port}", "--udp-control", "--timeout", "1", "connect", "A")
+    assert_one_line_error(proc, 3, "location server")
+
+
+def test_unknown_peer():
+    with server_process() as (_, tcp, _udp):
+        proc = run("peer", "--id", "B", "--server", f"{tcp[0]}:{tcp[1]}", "connect", "nobody")
+    assert_one_line_error(proc, 4, "no peer 'nobody'")
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["peer", "--id", "B", "--server", "nowhere", "connect", "A"], "is not HOST:PORT"),
+        (["peer", "--id", "B", "--server", "127.0.0.1:1", "connect", "A", "--variant", "turbo"], "invalid choice"),
+        (["peer", "--id", "B", "--server", "127.0.0.1:1", "connect", "A", "--k", "0"], "positive integer"),
+        (["peer", "--id", "B", "--server", "127.0.0.1:1", "connect", "A", "--k", "3"], "--k applies to the improved"),
+        (["peer", "--id", "B", "--server", "127.0.0.1:1", "connect", "A", "--variant", "improved",
+          "--schedule", "nope"], "unknown schedule"),
+        (["server", "--tcp", "127.0.0.1:99999"], "is not HOST:PORT"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments(args, words):
+    assert_one_line_error(run(*args), 2, words)
+
+
+def test_port_already_in_use():
+    with server_process() as (_, tcp, udp):
+        proc = run("server", "--tcp", f"{tcp[0]}:{free_port(kind=1)}", "--udp", f"{udp[0]}:{udp[1]}")
+    assert_one_line_error(proc, 2, "cannot bind")
+
+
+def test_timeout_when_the_other_peer_never_answers():
+    """A peer that logs in but never runs its side: B's wait ends with a timeout, exit 5."""
+    with server_process() as (_, tcp, _udp):
+        import socket
+        with socket.create_connection(tcp) as silent:
+            silent.sendall(b'{"type":"login","id":"A"}\n')
+            silent.recv(1000)
+            proc = run("peer", "--id", "B", "--server", f"{tcp[0]}:{tcp[1]}", "--timeout", "1", "connect", "A")
+    assert_one_line_error(proc, 5, "timed out")
