@@ -1,0 +1,110 @@
+"""Unit tests of lab.nat: profile parsing, refusals, and the rendered nftables ruleset (pure)."""
+
+import re
+
+import pytest
+
+from lab import nat
+from lab.errors import UnknownProfile, UnsupportedNat
+
+R = nat.RouterParams(wan_if="eth0", lan_if="eth1", wan_ip="198.51.100.1", lan_net="10.1.0.0/24")
+
+
+@pytest.mark.parametrize("name", nat.PROFILE_NAMES)
+def test_every_named_profile_renders_one_table(name):
+    text = nat.render_ruleset(nat.parse_profile(name), R)
+    assert text.count(f"table ip {nat.TABLE} {{") == 2  # create-if-missing, then the definition
+    assert f"flush table ip {nat.TABLE}" in text
+    assert text.count("{") == text.count("}")
+    # Hint (d): unsolicited inbound to the WAN is dropped in a filter chain, for every profile.
+    assert 'iifname "eth0" ct state new counter drop' in text
+
+
+def test_port_restricted_cone_is_plain_masquerade():
+    text = nat.render_ruleset(nat.parse_profile("port-restricted-cone"), R)
+    assert 'oifname "eth0" ip saddr 10.1.0.0/24 masquerade' in text
+    assert "snat" not in text and "dnat" not in text
+
+
+def test_sequential_allocator_steps_by_delta():
+    prof = nat.parse_profile("symmetric-sequential:delta=3,base=30000")
+    text = nat.render_ruleset(prof, R)
+    m = re.search(r"numgen inc mod (\d+) map \{ (.*?) \}", text)
+    assert m
+    pairs = [tuple(map(int, p.split(" : "))) for p in m.group(2).split(", ")]
+    assert pairs[:3] == [(0, 30000), (1, 30003), (2, 30006)]
+    assert len(pairs) == int(m.group(1))
+    assert all(p <= 65535 for _, p in pairs)
+
+
+def test_sequential_slots_stay_in_port_range():
+    prof = nat.parse_profile("symmetric-sequential:delta=100,base=60000")
+    slots = nat.sequential_slots(prof)
+    assert slots[0] == 60000 and slots[-1] <= 65535 and len(slots) == 56
+
+
+def test_random_uses_fully_random_snat():
+    text = nat.render_ruleset(nat.parse_profile("symmetric-random"), R)
+    assert "snat ip to 198.51.100.1 : 1024-65535 random,fully-random" in text
+
+
+def test_full_cone_dnats_by_mapped_port_only():
+    text = nat.render_ruleset(nat.parse_profile("full-cone"), R)
+    assert "dnat ip to udp dport map @eif" in text
+    assert "update @eif { ct reply proto-dst :" in text
+    assert "ct status dnat accept" in text
+
+
+def test_restricted_cone_keys_on_remote_address():
+    text = nat.render_ruleset(nat.parse_profile("restricted-cone"), R)
+    assert "dnat ip to ip saddr . udp dport map @adf" in text
+    assert "update @adf { ip daddr . ct reply proto-dst" in text
+
+
+def test_timeout_parameter_sets_both_conntrack_timeouts():
+    prof = nat.parse_profile("full-cone:timeout=5")
+    assert nat.conntrack_sysctls(prof) == {
+        "net.netfilter.nf_conntrack_udp_timeout": "5",
+        "net.netfilter.nf_conntrack_udp_timeout_stream": "5",
+    }
+    assert "timeout 5s" in nat.render_ruleset(prof, R)
+
+
+def test_spec_round_trips():
+    for text in ("symmetric-sequential:delta=2", "full-cone", "restricted-cone:timeout=7"):
+        assert nat.parse_profile(text).spec == text
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("cone", UnknownProfile),
+        ("symmetric-sequential:delta=0", UnknownProfile),
+        ("symmetric-sequential:delta=x", UnknownProfile),
+        ("symmetric-sequential:colour=red", UnknownProfile),
+        ("symmetric-sequential:delta", UnknownProfile),
+        ("full-cone:hairpin=on", UnsupportedNat),
+        ("full-cone:timeout=0", UnknownProfile),
+    ],
+)
+def test_bad_profiles_are_refused(text, error):
+    with pytest.raises(error):
+        nat.parse_profile(text)
+
+
+@pytest.mark.parametrize(
+    "mapping, filtering, allocation",
+    [
+        (nat.Mapping.ADM, nat.Filtering.APDF, nat.Allocation.SEQUENTIAL),
+        (nat.Mapping.EIM, nat.Filtering.EIF, nat.Allocation.RANDOM),
+        (nat.Mapping.APDM, nat.Filtering.EIF, nat.Allocation.SEQUENTIAL),
+        (nat.Mapping.APDM, nat.Filtering.APDF, nat.Allocation.PRESERVE),
+    ],
+)
+def test_unbuildable_combinations_are_refused(mapping, filtering, allocation):
+    with pytest.raises(UnsupportedNat):
+        nat.render_ruleset(nat.NatProfile("custom", mapping, filtering, allocation), R)
+
+
+def test_aliases():
+    assert nat.parse_profile("masquerade").name == "port-restricted-cone"
