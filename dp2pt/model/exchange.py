@@ -121,6 +121,8 @@ class _Replay:
         self.seq += 1
 
     def _loop(self) -> tuple[Role, int] | None:
+        """Replays every event (so the outcome lists all ports) and returns the first punch let in."""
+        hit = None
         while self.queue:
             at, _, kind, data = heapq.heappop(self.queue)
             if kind == "probe":
@@ -132,9 +134,9 @@ class _Replay:
                 self.nat[role].outbound((host, 50000 + n), (f"192.0.2.{100 + n % 100}", 9000 + n))
             elif kind == "punch":
                 self._punch(at, *data)
-            elif self._arrive(*data):
-                return data[0], data[1]
-        return None
+            elif hit is None and self._arrive(*data):
+                hit = data[0], data[1]
+        return hit
 
     def _punch(self, at: float, role: Role, i: int) -> None:
         other: Role = "B" if role == "A" else "A"
