@@ -1,0 +1,494 @@
+"""The Docker backend: every node is a container of the lab image, every segment a Docker network.
+
+Layout of a lab with prefix ``d2d1a2b3``:
+
+* segment ``public`` -> network ``d2d1a2b3-public``, an *internal* bridge (no masquerade, no route
+  out) whose host-side bridge is named ``d2d1a2b3.0`` (segments in topology order); LAN bridges
+  never learn MAC addresses (ageing 0, a hub), as in the netns backend, so noise hosts sniff;
+* node ``nat-a`` -> container ``d2d1a2b3-nat-a`` running the image's ``idle`` role (PID 1 that
+  reaps orphans); addresses and routes are then set by the topology, from the host, in the
+  container's network namespace (pyroute2): Docker keeps neither interface order nor the second
+  subnet of a segment (its bridge driver allows one), so interfaces are found by address and the
+  addresses Docker picked but the topology does not name are removed;
+* everything carries the label ``dp2pt.lab=<prefix>`` (and the topology, as JSON, on every
+  container), so ``attach``/``list``/``down_all`` work from labels alone, after a crash too;
+* host rules: with ``br_netfilter`` on, frames switched *within* a lab bridge traverse the host's
+  iptables FORWARD chain, where Docker's isolation rules for internal networks drop any frame whose
+  source or destination lies outside the network's subnet — i.e. all NATed traffic. One
+  ``DOCKER-USER`` rule per lab bridge (``-i BR -o BR -j ACCEPT``, commented ``dp2pt.lab=<prefix>``)
+  lets frames stay on their own bridge and nothing else: routing *between* lab bridges through the
+  host stays dropped, so the host never becomes a bypass of the NATs. Removed by comment on down.
+
+Processes run with ``docker exec`` (the image's tools, not the host's). ``docker exec`` does not
+forward signals, so every process records its PID in the container and ``stop`` signals it there.
+Captures run ``tcpdump`` on the host side of the segment's bridge (it sees every switched frame).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+from lab.backends.base import STOP_GRACE, Backend, Capture, Lab, LabInfo
+from lab.errors import (
+    EnvironmentProblem,
+    LabNotFound,
+    LabStateError,
+    MissingTool,
+    UnknownNode,
+)
+from lab.topology import Topology, from_dict
+
+#: Image of every node (built by ``make lab-image``); overridable for other tags.
+IMAGE = os.environ.get("DP2PT_NODE_IMAGE", "dp2pt/node:latest")
+LABEL = "dp2pt.lab"
+LABEL_NODE = "dp2pt.node"
+LABEL_SEGMENT = "dp2pt.segment"
+LABEL_TOPOLOGY = "dp2pt.topology"
+PREFIX_STEM = "d2d"
+PREFIX_RE = re.compile(rf"^{PREFIX_STEM}[0-9a-z]{{1,8}}$")
+#: Where a process started by ``_spawn`` writes its PID inside the container.
+PID_DIR = "/run/dp2pt/pids"
+_SHIM = f'mkdir -p {PID_DIR}; echo $$ > {PID_DIR}/"$1".pid; shift; exec "$@"'
+CAPS = ["NET_ADMIN", "NET_RAW"]
+NODE_SYSCTLS = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+ROUTER_SYSCTLS = {"net.ipv4.ip_forward": "1"}
+BR_NETFILTER = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+#: Creating containers in parallel: the engine serialises part of the work, 4 threads suffice.
+WORKERS = 4
+
+
+def new_prefix() -> str:
+    return PREFIX_STEM + secrets.token_hex(3)[:5]
+
+
+def _client():
+    """A docker SDK client, or EnvironmentProblem with the reason in one line."""
+    try:
+        import docker
+    except ImportError:
+        raise MissingTool("the docker SDK is not installed (pip install docker, or make setup)") from None
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except Exception as exc:  # the SDK raises several unrelated types for "no engine"
+        raise EnvironmentProblem(
+            f"no Docker engine reachable ({exc.__class__.__name__}); start dockerd (make setup)"
+        ) from None
+    return client
+
+
+# ---- host rules (DOCKER-USER) -------------------------------------------------------------------
+
+
+def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    if shutil.which("iptables") is None:
+        raise MissingTool("iptables: command not found (apt-get install iptables)")
+    done = subprocess.run(["iptables", "-w", *args], capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise EnvironmentProblem(f"iptables {' '.join(args)}: {done.stderr.strip()}")
+    return done
+
+
+def br_netfilter_on() -> bool:
+    """True when bridged frames go through iptables (the trap of the module docstring)."""
+    try:
+        return BR_NETFILTER.read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def preflight() -> None:
+    """Refuse to build a lab that Docker's own rules would silently cut (one clear line)."""
+    if br_netfilter_on() and _iptables("-S", "DOCKER-USER", check=False).returncode != 0:
+        raise EnvironmentProblem(
+            "br_netfilter is on but iptables has no DOCKER-USER chain: Docker's isolation rules would "
+            "drop the lab's NATed traffic; restart dockerd with iptables enabled"
+        )
+
+
+def allow_bridges(prefix: str, bridges: Sequence[str]) -> None:
+    """Accept frames that stay on one lab bridge (never between bridges), tagged with ``prefix``."""
+    for br in bridges:
+        _iptables("-I", "DOCKER-USER", "-i", br, "-o", br, "-m", "comment",
+                  "--comment", f"{LABEL}={prefix}", "-j", "ACCEPT")
+
+
+def host_rules(prefix: str | None = None) -> list[str]:
+    """The DOCKER-USER rules of lab ``prefix`` (every lab's if None), in ``iptables -S`` form."""
+    if shutil.which("iptables") is None:
+        return []
+    done = _iptables("-S", "DOCKER-USER", check=False)
+    want = f"{LABEL}={prefix}" if prefix else f"{LABEL}="
+    return [line for line in done.stdout.splitlines() if line.startswith("-A ") and want in line]
+
+
+def remove_host_rules(prefix: str | None = None) -> int:
+    """Delete the lab's DOCKER-USER rules by their comment; returns how many."""
+    rules = host_rules(prefix)
+    for line in rules:
+        import shlex
+
+        _iptables("-D", *shlex.split(line)[1:], check=False)
+    return len(rules)
+
+
+def _rule_prefixes() -> set[str]:
+    return {m.group(1) for line in host_rules() for m in [re.search(rf"{LABEL}=(\S+?)\"?(\s|$)", line)] if m}
+
+
+# ---- the lab ------------------------------------------------------------------------------------
+
+
+class DockerLab(Lab):
+    backend_name = "docker"
+
+    def __init__(self, topology: Topology, prefix: str, client=None) -> None:
+        super().__init__(topology, prefix)
+        self.client = client or _client()
+        self._ifnames: dict[tuple[str, str], str] = {}
+        self._tokens: dict[int, tuple[str, str]] = {}  # id(Popen) -> (container, token)
+        self._lock = threading.Lock()
+
+    # ---- names ---------------------------------------------------------------------------------
+
+    def container(self, node: str) -> str:
+        return f"{self.prefix}-{node}"
+
+    def network(self, segment: str) -> str:
+        return f"{self.prefix}-{segment}"
+
+    def bridge(self, segment: str) -> str:
+        """Host-side bridge of a segment (IFNAMSIZ: prefix + '.' + index fits 15 characters)."""
+        return f"{self.prefix}.{list(self.topology.segments).index(segment)}"
+
+    # ---- primitives ----------------------------------------------------------------------------
+
+    def interface(self, node: str, segment: str) -> str:
+        key = (node, segment)
+        if key not in self._ifnames:
+            self.check_node(node)
+            address = self.topology.address(node, segment)  # raises UnknownNode for a missing link
+            with self._netns(node) as ns:
+                name = _ifname_with(ns, address)
+            if name is None:
+                raise UnknownNode(f"node {node!r}: no interface holds {address} (was the lab built?)")
+            self._ifnames[key] = name
+        return self._ifnames[key]
+
+    def _spawn(self, node: str, argv: Sequence[str], **kw) -> subprocess.Popen:
+        if shutil.which("docker") is None:
+            raise MissingTool("docker: command not found (apt-get install docker.io)")
+        env = kw.pop("env", None) or {}
+        token = uuid.uuid4().hex[:12]
+        cmd = ["docker", "exec", "-i"]
+        for key, value in env.items():
+            cmd += ["-e", f"{key}={value}"]
+        cmd += [self.container(node), "sh", "-c", _SHIM, "dp2pt-spawn", token, *argv]
+        proc = subprocess.Popen(cmd, start_new_session=True, **kw)
+        self._tokens[id(proc)] = (self.container(node), token)
+        return proc
+
+    def stop(self, proc: subprocess.Popen, grace: float = STOP_GRACE) -> int | None:
+        """Signal the process inside its container (``docker exec`` would not), then the client."""
+        where = self._tokens.pop(id(proc), None)
+        if where and proc.poll() is None:
+            for sig, wait in (("TERM", grace), ("KILL", 5.0)):
+                self._signal_inside(*where, sig)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=max(wait, 0.2))
+                    break
+        return super().stop(proc, grace)
+
+    def _signal_inside(self, container: str, token: str, sig: str) -> None:
+        pidfile = f"{PID_DIR}/{token}.pid"
+        subprocess.run(
+            ["docker", "exec", container, "sh", "-c", f"[ -f {pidfile} ] && kill -{sig} $(cat {pidfile})"],
+            capture_output=True, timeout=10,
+        )
+
+    def capture(self, segment: str, path: Path, *, bpf: str = "udp") -> Capture:
+        from lab.backends.netns import TcpdumpCapture
+
+        if segment not in self.topology.segments:
+            raise UnknownNode(f"unknown segment {segment!r}")
+        if shutil.which("tcpdump") is None:
+            raise MissingTool("tcpdump: command not found on the host (needed for captures)")
+        path = Path(path).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        argv = ["tcpdump", "-i", self.bridge(segment), "-n", "-U", "-s", "512", "-w", str(path)] + bpf.split()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        self._procs.append(proc)
+        return TcpdumpCapture(proc, path, self._stop_capture)
+
+    def _stop_capture(self, proc: subprocess.Popen) -> None:
+        import signal
+
+        with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGINT)  # tcpdump flushes and closes the pcap on SIGINT
+            proc.wait(timeout=3)
+        self.stop(proc)
+
+    def down(self) -> None:
+        """Fast down: the containers' removal kills what runs inside; only local clients remain."""
+        for proc in list(self._procs):
+            self._tokens.pop(id(proc), None)
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, 9)
+        self._teardown()
+        for proc in list(self._procs):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        self._procs.clear()
+
+    def _teardown(self) -> None:
+        teardown(self.client, self.prefix)
+
+    # ---- bring-up ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _netns(self, node: str):
+        from pyroute2 import NetNS
+
+        pid = self.client.api.inspect_container(self.container(node))["State"]["Pid"]
+        if not pid:
+            raise LabStateError(f"container {self.container(node)} is not running")
+        ns = NetNS(f"/proc/{pid}/ns/net")
+        try:
+            yield ns
+        finally:
+            ns.close()
+
+    def build(self) -> None:
+        """Networks, host rules, containers (in parallel), then addresses and routes per topology."""
+        topo = self.topology
+        labels = {LABEL: self.prefix}
+        gateways = self._gateways = {seg: _free_gateway(topo, seg) for seg in topo.segments}
+        self._plan_scratch()
+        for seg in topo.segments.values():
+            self.client.api.create_network(
+                self.network(seg.name), driver="bridge", internal=True, check_duplicate=True,
+                options={"com.docker.network.bridge.name": self.bridge(seg.name),
+                         "com.docker.network.bridge.enable_ip_masquerade": "false"},
+                ipam={"Driver": "default",
+                      "Config": [{"Subnet": seg.subnets[0], "Gateway": gateways[seg.name]}]},
+                labels={**labels, LABEL_SEGMENT: seg.name},
+            )
+        allow_bridges(self.prefix, [self.bridge(s) for s in topo.segments])
+        _make_hubs([self.bridge(s.name) for s in topo.segments.values() if s.kind == "lan"])
+        with ThreadPoolExecutor(WORKERS) as pool:
+            list(pool.map(self._create_node, topo.nodes))
+            list(pool.map(self._configure_node, topo.nodes))
+
+    def _create_node(self, node: str) -> None:
+        n = self.topology.node(node)
+        api = self.client.api
+        sysctls = dict(NODE_SYSCTLS, **(ROUTER_SYSCTLS if n.role == "router" else {}))
+        first, *rest = n.links
+        host_config = api.create_host_config(cap_add=CAPS, sysctls=sysctls, network_mode=self.network(first.segment))
+        api.create_container(
+            IMAGE, command=["idle"], name=self.container(node), hostname=node, detach=True,
+            labels={LABEL: self.prefix, LABEL_NODE: node,
+                    LABEL_TOPOLOGY: json.dumps(self.topology.source, separators=(",", ":"))},
+            host_config=host_config,
+            networking_config=api.create_networking_config(
+                {self.network(first.segment): api.create_endpoint_config(ipv4_address=self._docker_ip(node, first))}
+            ),
+        )
+        for link in rest:
+            api.connect_container_to_network(self.container(node), self.network(link.segment),
+                                             ipv4_address=self._docker_ip(node, link))
+        api.start(self.container(node))
+
+    def _docker_ip(self, node: str, link) -> str:
+        """The address Docker assigns on ``link``: the topology's if in Docker's one subnet, else a
+        scratch address (removed again by ``_configure_node``) that no node and no bridge uses."""
+        net = ipaddress.IPv4Network(self.topology.segments[link.segment].subnets[0])
+        mine = next((ip for ip in link.ips if ipaddress.IPv4Address(ip) in net), None)
+        return mine or self._scratch[(node, link.segment)]
+
+    def _plan_scratch(self) -> None:
+        used = {ip for n in self.topology.nodes for ip in self.topology.addresses(n)}
+        self._scratch: dict[tuple[str, str], str] = {}
+        for seg in self.topology.segments.values():
+            net = ipaddress.IPv4Network(seg.subnets[0])
+            free = (str(h) for h in reversed(list(net.hosts())) if str(h) not in used and str(h) != self._gateways[seg.name])
+            for n in self.topology.nodes.values():
+                for link in n.links:
+                    if link.segment == seg.name and not any(ipaddress.IPv4Address(ip) in net for ip in link.ips):
+                        self._scratch[(n.name, seg.name)] = next(free)
+
+    def _configure_node(self, node: str) -> None:
+        n = self.topology.node(node)
+        info = self.client.api.inspect_container(self.container(node))["NetworkSettings"]["Networks"]
+        with self._netns(node) as ns:
+            for link in n.links:
+                given = info[self.network(link.segment)]["IPAddress"]
+                ifname = _ifname_with(ns, given)
+                if ifname is None:
+                    raise LabStateError(f"{self.container(node)}: no interface with Docker's address {given}")
+                idx = ns.link_lookup(ifname=ifname)[0]
+                wanted = {a.split("/")[0]: int(a.split("/")[1]) for a in link.addresses}
+                if given not in wanted:
+                    plen = ipaddress.IPv4Network(self.topology.segments[link.segment].subnets[0]).prefixlen
+                    ns.addr("del", index=idx, address=given, prefixlen=plen)
+                for ip, plen in wanted.items():
+                    if ip != given:
+                        ns.addr("add", index=idx, address=ip, prefixlen=plen)
+                self._ifnames[(node, link.segment)] = ifname
+            # Docker routes every container through the host bridge, internal networks too: the
+            # topology's routes replace it (routers and public hosts get no default at all).
+            with contextlib.suppress(Exception):
+                ns.route("del", dst="0.0.0.0/0")
+            for route in self.topology.routes(node):
+                idx = ns.link_lookup(ifname=self._ifnames[(node, route.segment)])[0]
+                if route.dst == "default":
+                    ns.route("replace", dst="0.0.0.0/0", gateway=route.via, oif=idx)
+                else:
+                    ns.route("replace", dst=route.dst, oif=idx, scope=253)  # on-link (scope link)
+
+
+def _ifname_with(ns, address: str) -> str | None:
+    for msg in ns.get_addr(family=2):
+        if msg.get_attr("IFA_ADDRESS") == address:
+            return ns.get_links(msg["index"])[0].get_attr("IFLA_IFNAME")
+    return None
+
+
+def _free_gateway(topo: Topology, segment: str) -> str:
+    """The host bridge's address on a segment: the highest address of its first subnet no node uses."""
+    net = ipaddress.IPv4Network(topo.segments[segment].subnets[0])
+    used = {ip for n in topo.nodes for ip in topo.addresses(n)}
+    for host in reversed(list(net.hosts())):
+        if str(host) not in used:
+            return str(host)
+    raise LabStateError(f"segment {segment!r}: no free address left for Docker's bridge in {net}")
+
+
+def _make_hubs(bridges: Sequence[str]) -> None:
+    """Ageing 0: the LAN bridge floods every frame, like the netns backend's LANs (noise hosts sniff)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        for br in bridges:
+            idx = ipr.link_lookup(ifname=br)
+            if idx:
+                ipr.link("set", index=idx[0], kind="bridge", br_ageing_time=0)
+
+
+def teardown(client, prefix: str) -> None:
+    """Remove every container, network and host rule labelled with ``prefix``. Idempotent."""
+    flt = {"label": f"{LABEL}={prefix}"}
+    for c in client.api.containers(all=True, filters=flt):
+        with contextlib.suppress(Exception):
+            client.api.remove_container(c["Id"], force=True, v=True)
+    for net in client.api.networks(filters=flt):
+        with contextlib.suppress(Exception):
+            client.api.remove_network(net["Id"])
+    remove_host_rules(prefix)
+
+
+def lab_prefixes(client) -> set[str]:
+    """Prefixes of every Docker lab on this engine: containers, networks, host rules."""
+    found = {c["Labels"].get(LABEL) for c in client.api.containers(all=True, filters={"label": LABEL})}
+    found |= {n["Labels"].get(LABEL) for n in client.api.networks(filters={"label": LABEL})}
+    found |= _rule_prefixes()
+    return {p for p in found if p}
+
+
+class DockerBackend(Backend):
+    name = "docker"
+
+    def __init__(self) -> None:
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = _client()
+        return self._client
+
+    def check(self) -> None:
+        if os.geteuid() != 0:
+            from lab.errors import NotRoot
+
+            raise NotRoot("the docker backend needs root (host DOCKER-USER rules, bridge settings, captures)")
+        if shutil.which("docker") is None:
+            raise MissingTool("docker: command not found (apt-get install docker.io, or make setup)")
+        client = self.client
+        try:
+            client.api.inspect_image(IMAGE)
+        except Exception:
+            raise EnvironmentProblem(f"image {IMAGE} is missing: run make lab-image") from None
+        preflight()
+
+    def up(self, topology: Topology, *, prefix: str | None = None) -> DockerLab:
+        self.check()
+        prefix = prefix or new_prefix()
+        if not PREFIX_RE.match(prefix):
+            raise LabStateError(f"invalid lab prefix {prefix!r}: use {PREFIX_STEM} followed by 1-8 [0-9a-z]")
+        if prefix in lab_prefixes(self.client):
+            raise LabStateError(f"a Docker lab with prefix {prefix} is already up (dp2pt-lab down {prefix})")
+        lab = DockerLab(topology, prefix, self.client)
+        try:
+            lab.build()
+        except BaseException as exc:
+            lab.down()
+            if exc.__class__.__module__.startswith("docker"):
+                raise LabStateError(f"Docker refused to build the lab: {_one_line(exc)}") from None
+            raise
+        return lab
+
+    def attach(self, prefix: str) -> DockerLab:
+        found = self.client.api.containers(all=True, filters={"label": f"{LABEL}={prefix}"})
+        if not found:
+            running = ", ".join(sorted(lab_prefixes(self.client))) or "none"
+            raise LabNotFound(f"no Docker lab {prefix!r} (running: {running})")
+        topo = from_dict(json.loads(found[0]["Labels"][LABEL_TOPOLOGY]))
+        return DockerLab(topo, prefix, self.client)
+
+    def list(self) -> list[LabInfo]:
+        out = []
+        for prefix in sorted(lab_prefixes(self.client)):
+            cs = self.client.api.containers(all=True, filters={"label": f"{LABEL}={prefix}"})
+            nodes = sorted(c["Labels"].get(LABEL_NODE, "?") for c in cs)
+            topo = "? (leftover)"
+            if cs and LABEL_TOPOLOGY in cs[0]["Labels"]:
+                with contextlib.suppress(Exception):
+                    topo = json.loads(cs[0]["Labels"][LABEL_TOPOLOGY]).get("name", "?")
+            out.append(LabInfo(prefix, self.name, topo, nodes, 0))
+        return out
+
+    def down_all(self) -> list[str]:
+        prefixes = sorted(lab_prefixes(self.client))
+        for prefix in prefixes:
+            teardown(self.client, prefix)
+        return prefixes
+
+    def down(self, prefix: str) -> None:
+        """Remove one lab by prefix (containers, networks, host rules), even half-built."""
+        if prefix not in lab_prefixes(self.client):
+            raise LabNotFound(f"no Docker lab {prefix!r}")
+        teardown(self.client, prefix)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "explanation", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__
+
+
+BACKEND_CLASS = DockerBackend
