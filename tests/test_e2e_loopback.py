@@ -27,6 +27,7 @@ def test_variants_reach_a_direct_path(variant, k):
     async def main():
         async with location_server() as server:
             a, b = await pair(server, variant=variant, k=k)
+            await asyncio.sleep(0.1)  # let the result messages land
             stats = server.snapshot()
         return a, b, stats
 
@@ -34,6 +35,7 @@ def test_variants_reach_a_direct_path(variant, k):
     check_direct(a, b, k)
     assert len(a["probes"]) == len(b["probes"]) == 2
     assert stats["stun_binding"] == 4
+    assert stats["registry_sessions_direct"] == 1 and stats["open_sessions"] == 0
     assert len(b["punch_ports"]) == k
 
 

@@ -223,7 +223,7 @@ class Peer:
     async def _run_session(self, msg: Msg) -> Msg:
         run = _SessionRun(self, msg)
         try:
-            return await asyncio.wait_for(run.run(), self.config.timeout)
+            await asyncio.wait_for(run.run(), self.config.timeout)
         except asyncio.TimeoutError:
             run.result["error"] = f"session timed out after {self.config.timeout:g}s in {run.phase}"
             run.result["error_code"] = TraversalTimeout.exit_code

@@ -7,13 +7,16 @@ cut-in on A's NAT shifts A's ports — spans B's whole NAT test and two relays, 
 its own report: "the time difference between step 5 and step 16 on account of the A is longer than that
 of step 11 and step 15 on account of the B".
 
-The defaults are what the lab measures on its namespaces (the peers' ``timeline_ms``, docs/CONTRACT.md);
-:meth:`Timeline.from_results` derives the parameters from a pair of result lines.
+The defaults are the means of the peers' ``timeline_ms`` (docs/CONTRACT.md) over improved-protocol
+runs with k = 6 between dp2pt peers; :meth:`Timeline.from_results` derives them from result lines.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from statistics import fmean
+from typing import Any
 
 from dp2pt.errors import ConfigError
 
@@ -31,12 +34,12 @@ class Timeline:
         wan_latency_ms: one way between the two NATs' public sides.
     """
 
-    probe_spacing_ms: float = 1.0
-    a_probe2_to_b_probe1_ms: float = 3.0
-    b_probe2_to_punch_ms: float = 1.0
-    b_to_a_burst_ms: float = 1.5
-    burst_gap_ms: float = 0.1
-    wan_latency_ms: float = 0.1
+    probe_spacing_ms: float = 0.27
+    a_probe2_to_b_probe1_ms: float = 0.75
+    b_probe2_to_punch_ms: float = 0.3
+    b_to_a_burst_ms: float = 0.35
+    burst_gap_ms: float = 0.02
+    wan_latency_ms: float = 0.05
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -80,3 +83,34 @@ class Timeline:
     def b_window_ms(self) -> float:
         """Steps 11→15: how long a cut-in on B's NAT can shift B's first punch."""
         return self.b_punch(0) - self.b_probe2
+
+    @classmethod
+    def from_results(
+        cls, pairs: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]], burst_gap_ms: float = 0.02,
+        wan_latency_ms: float = 0.05,
+    ) -> Timeline:
+        """Mean timing of runs, from each run's (A result, B result) lines.
+
+        Each peer's ``timeline_ms`` counts from its own session start; the server sends both session
+        messages together, so A's and B's clocks are taken as aligned (only ``b_to_a_burst_ms`` relies
+        on it; a cut-in's effect depends on the windows, which are each measured on one clock). Probe
+        times are when the answer came back, one round trip (tens of µs on the lab) after the mapping.
+
+        Raises:
+            ConfigError: no pairs, or a result without the timeline marks of an improved run.
+        """
+        rows = []
+        for a, b in pairs:
+            ta, tb = a.get("timeline_ms") or {}, b.get("timeline_ms") or {}
+            marks = ("probe1", "probe2", "punch")
+            if not all(m in ta and m in tb for m in marks):
+                raise ConfigError(f"result of session {a.get('session')!r} lacks timeline marks {marks}")
+            spacing = (ta["probe2"] - ta["probe1"] + tb["probe2"] - tb["probe1"]) / 2
+            b_window = tb["punch"] - tb["probe2"]
+            b_to_a = max(0.0, ta["punch"] - tb["punch"])
+            a_window = ta["punch"] - ta["probe2"]
+            rows.append((spacing, max(0.0, a_window - spacing - b_window - b_to_a), b_window, b_to_a))
+        if not rows:
+            raise ConfigError("no results to derive a timeline from")
+        spacing, gap, b_window, b_to_a = (fmean(col) for col in zip(*rows))
+        return cls(spacing, gap, b_window, b_to_a, burst_gap_ms, wan_latency_ms)
