@@ -74,6 +74,8 @@ class Lab(abc.ABC):
 
     #: The backend's registry name (``"netns"``, ``"docker"``).
     backend_name: ClassVar[str] = "?"
+    #: Python interpreter inside the nodes (with the ``lab`` package and scapy importable).
+    python: str = "python3"
 
     def __init__(self, topology: "Topology", prefix: str) -> None:
         self.topology = topology

@@ -27,6 +27,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -214,6 +215,7 @@ class TcpdumpCapture(Capture):
 
 class NetnsLab(Lab):
     backend_name = "netns"
+    python = sys.executable  # nodes share the host's filesystem: the same interpreter and packages
 
     def __init__(self, topology: Topology, prefix: str) -> None:
         super().__init__(topology, prefix)
