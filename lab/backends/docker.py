@@ -219,6 +219,18 @@ class DockerLab(Lab):
             capture_output=True, timeout=10,
         )
 
+    def sysctl(self, node: str, values: dict[str, str | int]) -> None:
+        """Docker mounts /proc/sys read-only in containers: write from the host, in the node's netns."""
+        self.check_node(node)
+        pid = self._pid(node)
+        argv = ["nsenter", f"--net=/proc/{pid}/ns/net", "sysctl", "-q", "-w"]
+        argv += [f"{k}={v}" for k, v in values.items()]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            from lab.errors import NodeCommandFailed
+
+            raise NodeCommandFailed(node, argv, done.returncode, done.stderr)
+
     def capture(self, segment: str, path: Path, *, bpf: str = "udp") -> Capture:
         from lab.backends.netns import TcpdumpCapture
 
@@ -228,7 +240,10 @@ class DockerLab(Lab):
             raise MissingTool("tcpdump: command not found on the host (needed for captures)")
         path = Path(path).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
-        argv = ["tcpdump", "-i", self.bridge(segment), "-n", "-U", "-s", "512", "-w", str(path)] + bpf.split()
+        # --immediate-mode: without it libpcap holds packets in its ring until a block times out,
+        # and a capture stopped right after the traffic loses them (an empty pcap).
+        argv = ["tcpdump", "-i", self.bridge(segment), "-n", "-U", "--immediate-mode", "-s", "512",
+                "-w", str(path)] + bpf.split()
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
         self._procs.append(proc)
@@ -260,14 +275,20 @@ class DockerLab(Lab):
 
     # ---- bring-up ------------------------------------------------------------------------------
 
+    def _pid(self, node: str) -> int:
+        try:
+            pid = self.client.api.inspect_container(self.container(node))["State"]["Pid"]
+        except Exception:
+            raise LabNotFound(f"container {self.container(node)} does not exist (is the lab up?)") from None
+        if not pid:
+            raise LabStateError(f"container {self.container(node)} is not running")
+        return pid
+
     @contextlib.contextmanager
     def _netns(self, node: str):
         from pyroute2 import NetNS
 
-        pid = self.client.api.inspect_container(self.container(node))["State"]["Pid"]
-        if not pid:
-            raise LabStateError(f"container {self.container(node)} is not running")
-        ns = NetNS(f"/proc/{pid}/ns/net")
+        ns = NetNS(f"/proc/{self._pid(node)}/ns/net")
         try:
             yield ns
         finally:
