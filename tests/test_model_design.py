@@ -3,7 +3,14 @@
 import pytest
 
 from dp2pt.errors import ConfigError
-from dp2pt.model.design import choose_k, cover_probability, greedy_schedule, poisson_pmf, survived_cut_ins
+from dp2pt.model.design import (
+    choose_k,
+    cover_probability,
+    cut_in_rate,
+    greedy_schedule,
+    poisson_pmf,
+    survived_cut_ins,
+)
 from dp2pt.proto.schedules import get_schedule
 
 DIAGRAM1 = get_schedule("diagram1")
@@ -47,3 +54,15 @@ def test_choose_k_grows_with_the_cut_in_rate():
 def test_choose_k_refuses_an_impossible_target():
     with pytest.raises(ConfigError):
         choose_k(GREEDY, 0.1, target=1.5)
+
+
+def test_cut_in_rate_counts_the_extra_deltas_between_probes():
+    # delta 2; one cut-in between probes 2-3, two between 3-4, over 10 ms
+    assert cut_in_rate([100, 102, 106, 112], [0.0, 2.0, 6.0, 10.0]) == pytest.approx(0.3)
+    assert cut_in_rate([100, 101], [0.0, 1.0]) == 0
+
+
+@pytest.mark.parametrize("ports,times", [([100], [0.0]), ([100, 90], [0.0, 1.0]), ([100, 101], [1.0, 1.0])])
+def test_cut_in_rate_refuses_what_it_cannot_read(ports, times):
+    with pytest.raises(ConfigError):
+        cut_in_rate(ports, times)

@@ -18,8 +18,9 @@ rate × window (A's window is the longer, spec step 5→16 vs 11→15). Packet t
 chosen, in turn, to add the most probability; the result is a prefix-consistent schedule (the first k
 packets of it are the design for k).
 
-**Adaptive k.** :func:`choose_k` picks the fewest packets that reach a target success probability at a
-measured cut-in rate.
+**Adaptive k.** :func:`cut_in_rate` estimates the rate from the ports of extra probes (each cut-in
+between two probes widens their gap by one delta) and :func:`choose_k` picks the fewest packets that
+reach a target success probability at that rate. It costs probes and time, so it is off by default.
 """
 
 from __future__ import annotations
@@ -125,3 +126,26 @@ def choose_k(
         if cover_probability(survived_cut_ins(schedule.first(k)), mean_a, mean_b) >= target:
             return k
     return k_max
+
+
+def cut_in_rate(ports: Sequence[int], times_ms: Sequence[float]) -> float:
+    """New flows per ms on a sequential NAT, from the mapped ports of probes to distinct destinations.
+
+    The smallest step between consecutive probes is taken as the NAT's delta (some pair of probes is
+    likely free of cut-ins); every further delta in a step is one cut-in.
+
+    Args:
+        ports: the mapped port of each probe, in sending order (at least two).
+        times_ms: when each probe was sent.
+    Raises:
+        ConfigError: fewer than two probes, mismatched lengths, no time elapsed, or ports that do not
+            increase (a random or preserving allocator has no rate to read).
+    """
+    if len(ports) < 2 or len(ports) != len(times_ms):
+        raise ConfigError(f"need two or more probes with one time each, got {len(ports)} ports, {len(times_ms)} times")
+    steps = [b - a for a, b in zip(ports, ports[1:])]
+    elapsed = times_ms[-1] - times_ms[0]
+    if min(steps) < 1 or elapsed <= 0:
+        raise ConfigError(f"probe ports {list(ports)} over {elapsed} ms do not show a sequential allocator")
+    delta = min(steps)
+    return sum(step // delta - 1 for step in steps) / elapsed
