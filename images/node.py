@@ -1,10 +1,10 @@
 """Entrypoint (PID 1) of a lab container: set the node up for its role, report ready, then idle.
 
 Roles (first argument, or $ROLE):
-  router  -- apply the NAT profile $NAT_PROFILE between the interfaces on $WAN_SUBNET and
+  router  -- (no default route) apply the NAT profile $NAT_PROFILE between the interfaces on $WAN_SUBNET and
              $LAN_SUBNET, with the lab's own renderer (lab.nat), exactly as the netns lab does;
   peer    -- (also ``noise``) replace the default route by $GATEWAY, the LAN's NAT router;
-  server  -- run ``dp2pt server`` ($SERVER_ARGS) and report ready once it prints its ready line.
+  server  -- (no default route) run ``dp2pt server`` ($SERVER_ARGS) and report ready once it prints its ready line.
 
 Why here and not in compose.yaml: Docker neither keeps interface order nor lets a compose file
 route through a container, so interfaces are picked by subnet (pyroute2) and routes set at start.
@@ -57,10 +57,25 @@ def setup_router() -> str:
     profile = nat.parse_profile(env("NAT_PROFILE"))
     params = nat.RouterParams(wan_if=wan_if, lan_if=lan_if, wan_ip=wan_ip, lan_net=env("LAN_SUBNET"))
     run(["nft", "-f", "-"], input=nat.render_ruleset(profile, params))
-    sysctls = nat.conntrack_sysctls(profile)
-    if sysctls:
-        run(["sysctl", "-q", "-w"] + [f"{k}={v}" for k, v in sysctls.items()])
+    apply_sysctls(nat.conntrack_sysctls(profile))
     return f"router {os.environ['NAT_PROFILE']} wan={wan_if}/{wan_ip} lan={lan_if}"
+
+
+def apply_sysctls(values: dict[str, str]) -> None:
+    """Docker mounts /proc/sys read-only: values must come from compose.yaml's ``sysctls``; this
+    only checks them (and writes them where /proc/sys is writable, e.g. a privileged container)."""
+    for key, want in values.items():
+        path = Path("/proc/sys") / key.replace(".", "/")
+        try:
+            have = path.read_text().strip()
+        except OSError as exc:
+            raise NodeError(f"cannot read {key}: {exc.strerror}") from None
+        if have == str(want):
+            continue
+        try:
+            path.write_text(str(want))
+        except OSError:
+            raise NodeError(f"{key} is {have}, the profile needs {want}: set it in compose.yaml's sysctls") from None
 
 
 def setup_peer() -> str:
@@ -70,6 +85,15 @@ def setup_peer() -> str:
     with IPRoute() as ipr:
         ipr.route("replace", dst="0.0.0.0/0", gateway=gateway)
     return f"host default via {gateway}"
+
+
+def drop_default_route() -> None:
+    """Docker routes every container via the host's bridge: routers and public hosts get none."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        for route in ipr.get_default_routes(family=2):
+            ipr.route("del", dst="0.0.0.0/0", gateway=route.get_attr("RTA_GATEWAY"))
 
 
 def run(argv: list[str], input: str | None = None) -> None:
@@ -111,6 +135,8 @@ def main(argv: list[str]) -> int:
     READY.parent.mkdir(parents=True, exist_ok=True)
     READY.unlink(missing_ok=True)
     try:
+        if role in ("server", "router"):
+            drop_default_route()
         if role == "server":
             return serve()
         if role == "router":
@@ -121,7 +147,7 @@ def main(argv: list[str]) -> int:
             what = "idle"
         else:
             raise NodeError(f"unknown role {role!r} (router, peer, noise, server, idle)")
-    except NodeError as exc:
+    except (NodeError, OSError) as exc:
         print(f"dp2pt-node: error: {exc}", file=sys.stderr, flush=True)
         return 1
     READY.write_text(what + "\n")
