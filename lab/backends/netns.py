@@ -265,7 +265,9 @@ class NetnsLab(Lab):
             raise MissingTool("tcpdump: command not found (needed for captures)")
         path = Path(path).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
-        argv = ["tcpdump", "-i", BRIDGE, "-n", "-U", "-s", "512", "-w", str(path)] + bpf.split()
+        # --immediate-mode: without it TPACKET_V3 hands packets over per filled block or timeout, and a
+        # capture stopped within a second of the traffic would miss it.
+        argv = ["tcpdump", "-i", BRIDGE, "-n", "-U", "--immediate-mode", "-s", "512", "-w", str(path)] + bpf.split()
         proc = self._spawn_in(
             self.segment_ns(segment), argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )

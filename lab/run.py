@@ -1,0 +1,328 @@
+"""Run scenario cells on a running lab and classify each outcome (``direct`` / ``failed``).
+
+A *cell* is one point of the matrix: NAT-A profile x NAT-B profile x protocol variant x cut-ins on
+each side. :class:`Runner` keeps what is expensive alive for a whole session — the location
+server(s) (federated when the topology has two: spec FIG. 4, steps 7-1 and 13-1) and one cut-in
+agent per noise host — and per cell only reloads the NATs (fresh mappings, allocator reset),
+starts a capture, the two peers, and collects the artifacts under ``<run dir>/<cell id>/``:
+
+    public.pcap  a.json  b.json  a.log  b.log  cutins.json  conntrack-nat-a.txt  nft-nat-a.txt ...
+    result.json  (the classified outcome and the evidence it rests on)
+
+The peers are driven only through the ``dp2pt`` CLI (docs/CONTRACT.md): A listens (role A of the
+spec), B connects. The cut-in window is the spec's: flows on A's side between its second probe
+(step 5) and its punch (step 16), on B's side between its second probe (step 11) and its punch
+(step 15); the agents fire when they see that probe cross the LAN.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lab import capture, nat, traffic
+from lab.backends.base import Lab, wait_for_line
+from lab.errors import ConfigError, MissingTool, ScenarioError
+
+VARIANTS = ("basic", "simplified", "improved", "distributed")
+CONTROL_PORT = 7000
+STUN_PORT = 3478
+#: Per-cell peer timeouts (seconds): small, so that an expected failure costs little.
+SESSION_TIMEOUT = 4.0
+PUNCH_TIMEOUT = 0.6
+DATA_COUNT = 3
+#: A cell whose cut-ins missed their window (the agent fired too late) is re-run at most this often.
+MAX_ATTEMPTS = 3
+PEER_EXIT_GRACE = 8.0
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One scenario: who is behind which NAT, which variant, how many flows cut in on each side."""
+
+    nat_a: str
+    nat_b: str
+    variant: str = "basic"
+    k: int | None = None
+    schedule: str | None = None
+    cut_a: int = 0
+    cut_b: int = 0
+    expect: str | None = None  # "direct" | "failed" (from the matrix file); None = just observe
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"unknown variant {self.variant!r}; known: {', '.join(VARIANTS)}")
+        if self.expect not in (None, "direct", "failed"):
+            raise ConfigError(f"expected outcome must be 'direct' or 'failed', not {self.expect!r}")
+        if not (0 <= self.cut_a <= 50 and 0 <= self.cut_b <= 50):
+            raise ConfigError("cut-ins per side must be 0..50")
+        nat.parse_profile(self.nat_a)
+        nat.parse_profile(self.nat_b)
+
+    @property
+    def id(self) -> str:
+        v = self.variant + (str(self.k) if self.k else "") + (f"-{self.schedule}" if self.schedule else "")
+        safe = lambda s: re.sub(r"[^a-z0-9=.-]+", "_", s)  # noqa: E731
+        return f"{safe(self.nat_a)}__{safe(self.nat_b)}__{v}__cut{self.cut_a}{self.cut_b}"
+
+    @property
+    def protocol_variant(self) -> str:
+        """The peer's ``--variant``: the distributed protocol runs the FIG. 2 steps over two servers."""
+        return "basic" if self.variant == "distributed" else self.variant
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    outcome: str  # "direct" | "failed"
+    dir: Path
+    a: dict = field(default_factory=dict)
+    b: dict = field(default_factory=dict)
+    cutins: dict = field(default_factory=dict)
+    path: dict = field(default_factory=dict)
+    path_error: str | None = None
+    attempts: int = 1
+    seconds: float = 0.0
+
+    @property
+    def as_expected(self) -> bool:
+        return self.cell.expect is None or self.cell.expect == self.outcome
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["cell"] = asdict(self.cell) | {"id": self.cell.id}
+        d["dir"] = str(self.dir)
+        return d
+
+
+def new_run_dir(root: Path | str = "runs") -> Path:
+    run = Path(root) / time.strftime("%Y%m%d-%H%M%S")
+    n = 0
+    while True:
+        candidate = run if n == 0 else run.with_name(f"{run.name}-{n}")
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            n += 1
+
+
+class Runner:
+    """Runs cells one after the other on one lab; ``close()`` stops its long-lived processes."""
+
+    def __init__(self, lab: Lab, run_dir: Path) -> None:
+        if shutil.which("dp2pt") is None:
+            raise MissingTool("dp2pt: command not found (pip install -e . in the repository)")
+        self.lab = lab
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        topo = lab.topology
+        self.servers = topo.by_role("server")
+        if not self.servers:
+            raise ConfigError(f"topology {topo.name} has no location server")
+        self.server_procs: dict[str, subprocess.Popen] = {}
+        self.server_info: dict[str, dict] = {}
+        self.agents: dict[str, traffic.TrafficAgent] = {}
+        self._serial = 0
+        self._started = False
+
+    # ---- session ------------------------------------------------------------------------------
+
+    def start(self) -> "Runner":
+        """Start the location server(s) (federated if several) and the cut-in agents."""
+        topo = self.lab.topology
+        for name in self.servers:
+            ip = topo.address(name)
+            argv = ["dp2pt", "server", "--tcp", f"{ip}:{CONTROL_PORT}", "--udp", f"{ip}:{STUN_PORT}", "--name", name]
+            for other in self.servers:
+                if other != name:
+                    argv += ["--peer-server", f"{topo.address(other)}:{CONTROL_PORT}"]
+            proc = self.lab.popen(name, argv)
+            self.server_procs[name] = proc
+        for name, proc in self.server_procs.items():
+            try:
+                line = wait_for_line(proc, lambda l: '"ready"' in l, 5.0)
+            except TimeoutError:
+                err = proc.stderr.read() if proc.poll() is not None else ""
+                if "in use" in err.lower():
+                    from lab.errors import PortInUse
+
+                    raise PortInUse(f"location server on {name}: port already in use") from None
+                raise ScenarioError(f"location server on {name} did not start: {err.strip()[-300:]}") from None
+            self.server_info[name] = json.loads(line)
+        for noise in topo.by_role("noise"):
+            self.agents[noise] = traffic.TrafficAgent(self.lab, noise).start()
+        self._started = True
+        return self
+
+    def close(self) -> None:
+        for agent in self.agents.values():
+            agent.stop()
+        self.agents.clear()
+        for name, proc in self.server_procs.items():
+            self.lab.stop(proc)
+            try:
+                out = proc.stdout.read() if proc.stdout else ""
+                (self.run_dir / f"server-{name}.log").write_text(out + (proc.stderr.read() if proc.stderr else ""))
+            except (OSError, ValueError):
+                pass
+        self.server_procs.clear()
+
+    def __enter__(self) -> "Runner":
+        return self.start() if not self._started else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- one cell -----------------------------------------------------------------------------
+
+    def run(self, cell: Cell) -> CellResult:
+        """Run ``cell`` (re-running it if a cut-in missed its window) and return its outcome."""
+        if not self._started:
+            self.start()
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            result = self._run_once(cell, attempt)
+            if result.cutins.get("in_window", True):
+                break
+        (result.dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+        return result
+
+    def _servers_for(self, cell: Cell) -> tuple[str, str]:
+        if cell.variant == "distributed":
+            if len(self.servers) < 2:
+                raise ConfigError("the distributed variant needs a topology with two location servers (fig4)")
+            return self.servers[0], self.servers[1]
+        return self.servers[0], self.servers[0]
+
+    def _run_once(self, cell: Cell, attempt: int) -> CellResult:
+        lab, topo = self.lab, self.lab.topology
+        t0 = time.monotonic()
+        self._serial += 1
+        cdir = self.run_dir / (cell.id if attempt == 1 else f"{cell.id}.try{attempt}")
+        cdir.mkdir(parents=True, exist_ok=True)
+        peer_a, peer_b = topo.by_role("peer")[:2]
+        nat_a, nat_b = topo.router_of(peer_a), topo.router_of(peer_b)
+        srv_a, srv_b = self._servers_for(cell)
+        prof_a = lab.configure_nat(nat_a, cell.nat_a)
+        prof_b = lab.configure_nat(nat_b, cell.nat_b)
+
+        cap = lab.capture(topo.public, cdir / "public.pcap")
+        armed: dict[str, tuple[str, int]] = {}
+        try:
+            for peer, n, srv in ((peer_a, cell.cut_a, srv_a), (peer_b, cell.cut_b, srv_b)):
+                if not n:
+                    continue
+                noise = topo.lan_hosts(topo.router_of(peer), "noise")[0]
+                alt = self.server_info[srv]["alt"]
+                trig = traffic.Trigger(src=topo.address(peer), dst=alt[0], dport=int(alt[1]))
+                self.agents[noise].arm(traffic.plan_for(lab, noise, n, trig, timeout=SESSION_TIMEOUT + 2))
+                armed[noise] = (peer, n)
+
+            id_a, id_b = f"A{self._serial}", f"B{self._serial}"
+            common = ["--json", "--timeout", str(SESSION_TIMEOUT), "--punch-timeout", str(PUNCH_TIMEOUT),
+                      "--count", str(DATA_COUNT)]
+            argv_a = ["dp2pt", "peer", "--id", id_a, "--server", f"{topo.address(srv_a)}:{CONTROL_PORT}", *common,
+                      "listen", "--sessions", "1"]
+            argv_b = ["dp2pt", "peer", "--id", id_b, "--server", f"{topo.address(srv_b)}:{CONTROL_PORT}", *common,
+                      "connect", id_a, "--variant", cell.protocol_variant]
+            if cell.k:
+                argv_b += ["--k", str(cell.k)]
+            if cell.schedule:
+                argv_b += ["--schedule", cell.schedule]
+            proc_a = lab.popen(peer_a, argv_a)
+            try:
+                wait_for_line(proc_a, lambda l: '"ready"' in l, 5.0)
+            except TimeoutError:
+                lab.stop(proc_a)
+                raise ScenarioError(f"peer A did not log in: {proc_a.stderr.read().strip()[-300:]}") from None
+            proc_b = lab.popen(peer_b, argv_b)
+            res_a = self._collect(proc_a, cdir / "a")
+            res_b = self._collect(proc_b, cdir / "b")
+            reports = {}
+            for noise, (peer, n) in armed.items():
+                reports[noise] = self.agents[noise].result(SESSION_TIMEOUT + 3)
+        finally:
+            cap.stop()
+        for router in (nat_a, nat_b):
+            (cdir / f"conntrack-{router}.txt").write_text(lab.conntrack_dump(router))
+            (cdir / f"nft-{router}.txt").write_text(lab.nft_dump(router))
+
+        cutins = self._check_cutins(cell, reports, armed, {peer_a: (nat_a, prof_a, res_a), peer_b: (nat_b, prof_b, res_b)}, cdir)
+        (cdir / "cutins.json").write_text(json.dumps(cutins, indent=2))
+
+        claimed = bool(res_a.get("ok") and res_b.get("ok") and res_a.get("direct") and res_b.get("direct"))
+        report = capture.read_d2pt(cdir / "public.pcap")
+        path_error = None
+        try:
+            if claimed:
+                capture.assert_direct(report, topo.address(nat_a, topo.public), topo.address(nat_b, topo.public),
+                                      [ip for s in self.servers for ip in topo.addresses(s)])
+            else:
+                capture.assert_no_direct_data(report)
+        except capture.PathNotProven as exc:
+            path_error = str(exc)
+        outcome = "direct" if claimed and path_error is None else "failed"
+        return CellResult(cell, outcome, cdir, res_a, res_b, cutins, report.to_dict(), path_error, attempt,
+                          round(time.monotonic() - t0, 3))
+
+    def _collect(self, proc: subprocess.Popen, stem: Path) -> dict:
+        try:
+            out, err = proc.communicate(timeout=SESSION_TIMEOUT + PEER_EXIT_GRACE)
+        except subprocess.TimeoutExpired:
+            self.lab.stop(proc)
+            out, err = proc.communicate()
+        self.lab.stop(proc)
+        stem.with_suffix(".log").write_text(err or "")
+        stem.with_suffix(".out").write_text(out or "")
+        result = {}
+        for line in (out or "").splitlines():
+            if line.startswith("{") and '"ok"' in line:
+                result = json.loads(line)
+        result.setdefault("exit_code", proc.returncode)
+        stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
+        return result
+
+    def _check_cutins(self, cell: Cell, reports: dict, armed: dict, sides: dict, cdir: Path) -> dict:
+        """Did every cut-in flow take its mapping inside the window (after probe 2, before the punch)?
+
+        On a sequential NAT the window is visible in the router's conntrack: the cut-in flows must
+        hold the ports right after the peer's second mapping (x2 + dx2, x2 + 2dx2, ...). A late
+        agent (a scheduling hiccup) shows up here and the cell is re-run, never misclassified.
+        """
+        out: dict = {"in_window": True, "sides": {}}
+        for noise, (peer, n) in armed.items():
+            rep = reports.get(noise, {})
+            router, prof, res = sides[peer]
+            side = {"noise": noise, "asked": n, "agent": rep}
+            ok = rep.get("event") == "done" and rep.get("sent") == n
+            if ok and prof.allocation is nat.Allocation.SEQUENTIAL and res.get("mapped"):
+                mapped_ports = _cutin_ports((cdir / f"conntrack-{router}.txt").read_text(),
+                                            [tuple(f["flow"]) for f in rep["flows"]])
+                x2 = int(res["mapped"][1])
+                want = sorted(x2 + prof.delta * (i + 1) for i in range(n))
+                side["mapped_ports"], side["expected_ports"] = mapped_ports, want
+                ok = sorted(mapped_ports) == want
+            side["in_window"] = ok
+            out["in_window"] = out["in_window"] and ok
+            out["sides"][peer] = side
+        return out
+
+
+def _cutin_ports(conntrack_text: str, flows: list[tuple]) -> list[int]:
+    """Mapped (NAT) ports of the cut-in flows, read from ``conntrack -L`` output."""
+    ports = []
+    for src, sport, dst, dport in flows:
+        pat = re.compile(
+            rf"src={re.escape(src)} dst={re.escape(dst)} sport={sport} dport={dport} .*?"
+            rf"src={re.escape(dst)} dst=\S+ sport={dport} dport=(\d+)"
+        )
+        m = pat.search(conntrack_text)
+        if m:
+            ports.append(int(m.group(1)))
+    return ports
