@@ -431,6 +431,28 @@ def lab_prefixes(client) -> set[str]:
     return {p for p in found if p}
 
 
+def unavailable_reason(image: str | None = IMAGE) -> str | None:
+    """Why Docker labs cannot run here (one line, for pytest skips), or None when they can."""
+    if os.geteuid() != 0:
+        return "Docker lab needs root"
+    if shutil.which("docker") is None:
+        return "no docker CLI (make setup installs docker.io)"
+    try:
+        client = _client()
+    except (EnvironmentProblem, MissingTool) as exc:
+        return str(exc)
+    if image:
+        try:
+            client.api.inspect_image(image)
+        except Exception:
+            return f"image {image} is missing (make lab-image)"
+    try:
+        preflight()
+    except EnvironmentProblem as exc:
+        return str(exc)
+    return None
+
+
 class DockerBackend(Backend):
     name = "docker"
 

@@ -1,0 +1,155 @@
+"""Unit tests of the Docker lab's pure parts: no engine, no root needed.
+
+The mirror finder (base image without a hard-coded host), the pcap reader of ``make lab-up``'s
+bypass check, the backend's address planning (Docker's bridge address and scratch addresses must
+never collide with the topology's) and the preflight's message for the br_netfilter trap.
+"""
+from __future__ import annotations
+
+import importlib.util
+import struct
+from pathlib import Path
+
+import pytest
+
+from lab import topology
+from lab.backends import docker as dockerlab
+from lab.errors import EnvironmentProblem
+
+IMAGES = Path(__file__).resolve().parent.parent / "images"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"images_{name}", IMAGES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---- images/debian_mirror.py ----------------------------------------------------------------------
+
+
+def test_mirror_from_deb822_skips_security_and_other_suites(tmp_path):
+    mirror = _load("debian_mirror")
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://security.example/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\n# a comment\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
+        "Components: main\n"
+    )
+    assert mirror.find_mirror("bookworm", tmp_path) == "http://mirror.example/debian"
+
+
+def test_mirror_from_one_line_format_with_options(tmp_path):
+    mirror = _load("debian_mirror")
+    (tmp_path / "sources.list").write_text(
+        "# deb http://old.example/debian bookworm main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main\n"
+    )
+    assert mirror.find_mirror("bookworm", tmp_path) == "http://m.example/debian"
+    assert mirror.find_mirror("trixie", tmp_path) is None
+
+
+def test_mirror_cli_says_what_is_missing(tmp_path, capsys, monkeypatch):
+    mirror = _load("debian_mirror")
+    monkeypatch.setattr(mirror, "APT_DIR", tmp_path)
+    monkeypatch.setattr(mirror, "find_mirror", lambda suite: None)
+    assert mirror.main(["debian_mirror", "bookworm"]) == 1
+    assert "no APT source for suite 'bookworm'" in capsys.readouterr().err
+
+
+# ---- images/labctl.py: the bypass check reads D2PT datagrams from a pcap --------------------------
+
+
+def _frame(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    ip_src, ip_dst = (bytes(int(x) for x in a.split(".")) for a in (src, dst))
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = bytes([0x45, 0]) + struct.pack("!H", 20 + len(udp)) + b"\0" * 5 + bytes([17]) + b"\0\0" + ip_src + ip_dst
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + udp
+
+
+def _pcap(path: Path, frames: list[bytes]) -> Path:
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    for f in frames:
+        out += struct.pack("<IIII", 0, 0, len(f), len(f)) + f
+    path.write_bytes(out)
+    return path
+
+
+def test_direct_flows_counts_only_d2pt_datagrams(tmp_path):
+    labctl = _load("labctl")
+    pcap = _pcap(tmp_path / "x.pcap", [
+        _frame("198.51.100.1", "198.51.100.2", 20002, 5000, b"D2PT\x01rest"),
+        _frame("198.51.100.2", "198.51.100.1", 5000, 20002, b"D2PT\x03rest"),
+        _frame("198.51.100.1", "198.51.100.10", 20000, 3478, b"\x00\x01stun"),
+    ])
+    assert labctl.direct_flows(pcap) == {
+        ("198.51.100.1:20002", "198.51.100.2:5000"): 1,
+        ("198.51.100.2:5000", "198.51.100.1:20002"): 1,
+    }
+    assert "none via 198.51.100.10" in labctl.describe_path(pcap)
+
+
+def test_describe_path_flags_a_bypass(tmp_path):
+    labctl = _load("labctl")
+    pcap = _pcap(tmp_path / "x.pcap", [_frame("10.1.0.10", "198.51.100.2", 4000, 5000, b"D2PT\x01")])
+    with pytest.raises(labctl.LabCtlError, match="bypass"):
+        labctl.describe_path(pcap)
+    empty = _pcap(tmp_path / "e.pcap", [])
+    with pytest.raises(labctl.LabCtlError, match="no direct"):
+        labctl.describe_path(empty)
+
+
+# ---- lab/backends/docker.py: address planning and preflight ---------------------------------------
+
+
+def test_bridge_addresses_and_scratch_addresses_avoid_the_topology():
+    topo = topology.load("fig1")
+    used = {ip for n in topo.nodes for ip in topo.addresses(n)}
+    gateways = {seg: dockerlab._free_gateway(topo, seg) for seg in topo.segments}
+    assert gateways["public"] == "198.51.100.254" and not used & set(gateways.values())
+    lab = dockerlab.DockerLab.__new__(dockerlab.DockerLab)  # planning only: no engine
+    lab.topology, lab._gateways = topo, gateways
+    lab._plan_scratch()
+    # nat-b and the sink live in 203.0.113.0/24, which Docker's one-subnet bridge cannot carry.
+    assert set(lab._scratch) == {("nat-b", "public"), ("sink", "public")}
+    scratch = set(lab._scratch.values())
+    assert len(scratch) == 2 and not scratch & used and not scratch & set(gateways.values())
+
+
+def test_bridge_names_fit_ifnamsiz():
+    lab = dockerlab.DockerLab.__new__(dockerlab.DockerLab)
+    lab.topology, lab.prefix = topology.load("fig4"), "d2d12345678"
+    assert all(len(lab.bridge(s)) <= 15 for s in lab.topology.segments)
+
+
+def test_preflight_names_the_br_netfilter_trap(monkeypatch, tmp_path):
+    flag = tmp_path / "bridge-nf-call-iptables"
+    flag.write_text("1\n")
+    monkeypatch.setattr(dockerlab, "BR_NETFILTER", flag)
+
+    class Missing:
+        returncode, stdout, stderr = 1, "", "No chain/target/match by that name."
+
+    monkeypatch.setattr(dockerlab, "_iptables", lambda *a, check=True: Missing)
+    with pytest.raises(EnvironmentProblem, match="DOCKER-USER"):
+        dockerlab.preflight()
+    flag.write_text("0\n")
+    dockerlab.preflight()  # without br_netfilter, Docker's FORWARD rules never see bridged frames
+
+
+def test_host_rules_are_found_by_comment(monkeypatch):
+    class Listing:
+        returncode, stderr = 0, ""
+        stdout = (
+            "-N DOCKER-USER\n"
+            '-A DOCKER-USER -i d2dab.0 -o d2dab.0 -m comment --comment dp2pt.lab=d2dab -j ACCEPT\n'
+            '-A DOCKER-USER -i x -o x -m comment --comment "someone else" -j ACCEPT\n'
+            "-A DOCKER-USER -j RETURN\n"
+        )
+
+    monkeypatch.setattr(dockerlab.shutil, "which", lambda name: "/usr/sbin/iptables")
+    monkeypatch.setattr(dockerlab, "_iptables", lambda *a, check=True: Listing)
+    assert dockerlab.host_rules("d2dab") == [Listing.stdout.splitlines()[1]]
+    assert dockerlab.host_rules("d2dcd") == []
+    assert dockerlab._rule_prefixes() == {"d2dab"}
