@@ -1,0 +1,133 @@
+"""`make bench` / `dp2pt-lab bench`: how fast and how well dp2pt goes, next to its peers (issue 6).
+
+Benchmarks, not timed tests: each part measures, writes JSON, and the whole prints one Markdown table
+with the machine it ran on.  Parts that need root and the netns lab (time to direct path, packets per
+success, lab bring-up/teardown, direct vs TURN relay) live in :mod:`lab.bench_lab` and are skipped
+with a reason when the lab cannot run; the loopback parts (STUN throughput vs coturn, memory with
+10,000 logged-in peers) run anywhere.  Every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_OUT = Path("bench/results.json")
+
+
+def machine() -> dict:
+    """nproc, CPU model and kernel: a number means nothing without the machine it was measured on."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+            "python": platform.python_version()}
+
+
+def _fmt(v, unit: str = "") -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        v = f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"
+    elif isinstance(v, int):
+        v = f"{v:,}"
+    return f"{v}{unit}"
+
+
+def markdown(results: dict) -> str:
+    """The table for the README: one row per measurement, with the machine in a header line."""
+    m = results["machine"]
+    lines = [f"Measured {results['date']} on {m['nproc']} cores, {m['cpu']}, Linux {m['kernel']}, "
+             f"Python {m['python']}.", "",
+             "| Benchmark | dp2pt | Reference | Ratio | Notes |", "|---|---|---|---|---|"]
+    s = results.get("stun")
+    if s:
+        d, c = s["dp2pt"], s["coturn"]
+        lines.append(
+            f"| STUN Binding answered/s, one core | {_fmt(d['rate'])} | "
+            f"{_fmt(c.get('rate'))} (coturn --stun-only) | {_fmt(s['ratio'])} | "
+            f"same generator, {s['duration_s']:g} s, {s['sockets']}x{s['window']} in flight; server CPU "
+            f"{_fmt(d['server_cpu_per_s'])} vs {_fmt(c.get('server_cpu_per_s'))} cores; generator CPU "
+            f"{_fmt(c.get('gen_cpu_s', 0) / s['duration_s'] if c.get('gen_cpu_s') else None)} on coturn |")
+    mem = results.get("memory")
+    if mem:
+        lines.append(
+            f"| Server RSS, {mem['logged_in']:,} logged-in peers (TCP) | {_fmt(mem['rss_kib'] / 1024)} MiB | "
+            f"{_fmt(mem['rss_idle_kib'] / 1024)} MiB idle | | {_fmt(mem['per_peer_kib'])} KiB per peer; "
+            f"logins took {mem['login_s']} s |")
+    for row in results.get("lab_rows", []):
+        lines.append("| " + " | ".join(str(x) for x in row) + " |")
+    for name, why in results.get("skipped", {}).items():
+        lines.append(f"| {name} | skipped | | | {why} |")
+    return "\n".join(lines)
+
+
+def run(out: Path, parts: set[str], runs: int) -> dict:
+    """Run the selected parts (each failure is recorded, not fatal) and write ``out``."""
+    from lab import bench_mem, bench_stun
+
+    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+                     "skipped": {}}
+    if "stun" in parts:
+        results["stun"] = bench_stun.bench()
+    if "memory" in parts:
+        results["memory"] = bench_mem.bench()
+    if "lab" in parts:
+        try:
+            from lab import bench_lab
+        except ImportError as exc:
+            results["skipped"]["lab benchmarks"] = f"lab.bench_lab unavailable: {exc}"
+        else:
+            bench_lab.run(results, runs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default %(default)s)")
+    p.add_argument("--parts", default="stun,memory,lab",
+                   help="comma-separated subset of stun,memory,lab (default %(default)s)")
+    p.add_argument("--runs", type=int, default=100, help="lab runs per variant for time to direct path")
+
+
+def handler(args: argparse.Namespace) -> int:
+    parts = set(filter(None, args.parts.split(",")))
+    unknown = parts - {"stun", "memory", "lab"}
+    if unknown:
+        print(f"bench: error: unknown part(s) {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    if not 1 <= args.runs <= 1000:
+        print("bench: error: --runs must be 1..1000", file=sys.stderr)
+        return 2
+    results = run(args.out, parts, args.runs)
+    print(markdown(results))
+    print(f"\n(JSON: {args.out})")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Plugin hook for lab/cli.py: adds ``bench``."""
+    p = subparsers.add_parser("bench", help="benchmarks: STUN vs coturn, memory, lab timings (JSON + Markdown)")
+    add_arguments(p)
+    p.set_defaults(func=handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m lab.bench", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return handler(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+# Benchmarks and reports (issue 6).
+#   make bench                 STUN/s vs coturn, memory with 10,000 peers, lab timings; JSON + Markdown table
+#   make bench BENCH_PARTS=stun,memory   only the loopback parts (no root, no lab)
+#   make report RUN_DIR=runs/<id>        ladder diagrams, heatmap and summary of a scenario run
+BENCH_OUT ?= bench/results.json
+BENCH_PARTS ?= stun,memory,lab
+BENCH_RUNS ?= 100
+RUN_DIR ?=
+
+.PHONY: bench report test-report
+
+## bench: benchmarks (installs coturn first if missing, as root); prints the README's table
+bench:
+	@command -v turnserver >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y coturn >/dev/null; } || echo "bench: coturn not installed; its column will be n/a" >&2
+	$(PYTHON) -m lab.bench --out $(BENCH_OUT) --parts $(BENCH_PARTS) --runs $(BENCH_RUNS)
+
+## report: ladder/heatmap/summary of RUN_DIR (a run of the scenario runner)
+report:
+	@test -n "$(RUN_DIR)" || { echo "report: error: set RUN_DIR=runs/<id>" >&2; exit 2; }
+	$(PYTHON) -m lab.report $(RUN_DIR)
+
+test-report:
+	$(PYTEST) -q tests/test_report*.py tests/test_bench*.py scenarios/test_report*.py
