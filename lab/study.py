@@ -7,26 +7,49 @@ schedule, cut-in rate and k it estimates the success probability with the in-pro
 (:mod:`dp2pt.model`), writes the numbers to ``study.csv`` and one plot per rate
 (``improved-rate-<rate>.png``, success probability vs k, one line per schedule with its Wilson 95%
 band), and prints the k = 6 comparison the README quotes.
+
+Without ``--model-only`` it also runs the lab (root, netns backend, :mod:`lab.run`) on two
+``symmetric-sequential`` NATs:
+
+- **Poisson runs**: ``--lab-runs`` exchanges per schedule and rate at k = 6, with each noise host
+  opening new flows as a Poisson process from its peer's first probe (the agent is triggered by that
+  probe and waits an exponential time first, which by memorylessness is the same process). The
+  measured success count must fall in the model's 95% *prediction* interval for that many runs
+  (binomial quantiles at the model's probability, the model run on the timeline the lab measured).
+- **Grid**: for each (k, cut-ins on A, cut-ins on B, delta) the lab's outcome (scripted cut-ins,
+  checked in the NAT's conntrack to have landed in the window) must equal the model's prediction.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
+import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dp2pt.errors import Dp2ptError
-from dp2pt.model.cutins import PoissonCutIns
-from dp2pt.model.estimate import Estimate, success_probability
-from dp2pt.model.exchange import Network
+from dp2pt.model.cutins import FixedCutIns, PoissonCutIns
+from dp2pt.model.estimate import Estimate, success_probability, wilson
+from dp2pt.model.exchange import Network, run_exchange
+from dp2pt.model.nat import Allocation, Filtering, Mapping, NatConfig
+from dp2pt.model.timeline import Timeline
 from dp2pt.proto.schedules import SCHEDULES, get_schedule
 from lab.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lab import nat, traffic
+    from lab.backends.base import Lab
+    from lab.run import CellResult, Runner
+    from lab.topology import Topology
 
 DEFAULT_RATES = (0.05, 0.26)  # new mappings per ms, Klinec & Matyáš's university NAT
 DEFAULT_SCHEDULES = ("diagram1", "poisson-greedy")
 DEFAULT_KS = "1..12"
 DEFAULT_TRIALS = 10000
+DEFAULT_LAB_RUNS = 200
 #: The k the spec's Diagram 1 prints rows for: the comparison the summary reports.
 SUMMARY_K = 6
 CSV_NAME = "study.csv"
@@ -165,6 +188,8 @@ def run_improved(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = model_rows(schedules, rates, ks, args.trials, args.seed, Network())
+    if not args.model_only:
+        rows += lab_study(schedules, rates, args.lab_runs, out)
     write_csv(rows, out / CSV_NAME)
     for path in plot(rows, out):
         print(f"wrote {path}")
@@ -181,6 +206,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("improved", help="the improved protocol: success probability vs k per schedule and rate")
     p.add_argument("--model-only", action="store_true", help="skip the lab runs (no root needed)")
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="model trials per point")
+    p.add_argument("--lab-runs", type=int, default=DEFAULT_LAB_RUNS, help="lab exchanges per schedule and rate (k=6)")
     p.add_argument("--rates", default=",".join(map(str, DEFAULT_RATES)), help="cut-in rates, new flows per ms")
     p.add_argument("--k", default=DEFAULT_KS, help="packets per side: 1..12, 6 or 1,2,6")
     p.add_argument("--schedules", default=",".join(DEFAULT_SCHEDULES),
@@ -188,3 +214,194 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="runs/study", help="directory for the CSV and PNGs (runs/ is not in git)")
     p.set_defaults(func=run_improved)
+
+
+# ---- the lab part ------------------------------------------------------------------------------
+
+#: Both routers of the lab study: the spec's NAT (APDM/APDF, ports in sequence, shared by the LAN).
+LAB_PROFILE = "symmetric-sequential"
+#: How far past the trigger (the peer's first probe) the Poisson cut-ins must reach: the exchange
+#: lasts ~3-5 ms on the lab, so 30 ms leaves a wide margin.
+POISSON_SPAN_MS = 30.0
+#: Model trials behind each lab comparison (its interval is then much narrower than the lab's).
+MODEL_TRIALS_FOR_LAB = 20000
+#: The agreement grid: (k, cut-ins on A, cut-ins on B) cells, each run with delta 1 and 2.
+GRID = tuple((k, a, b) for k in (1, 6) for a in range(4) for b in range(3))
+GRID_DELTAS = (1, 2)
+
+
+def model_nat(profile: "nat.NatProfile") -> NatConfig:
+    """The model router that behaves as a lab profile (lab/nat.py): same behaviours, same ports."""
+    from lab import nat
+
+    behaviours = dict(
+        mapping=Mapping[profile.mapping.name],
+        filtering=Filtering[profile.filtering.name],
+        allocation=Allocation[profile.allocation.name],
+        delta=profile.delta,
+    )
+    if profile.allocation is nat.Allocation.SEQUENTIAL:
+        slots = nat.sequential_slots(profile)  # the numgen map wraps to its first slot
+        return NatConfig(**behaviours, first_port=slots[0], port_min=slots[0], port_max=slots[-1] + profile.delta - 1)
+    if profile.allocation is nat.Allocation.RANDOM:
+        lo, hi = nat.RANDOM_RANGE
+        return NatConfig(**behaviours, first_port=lo, port_min=lo, port_max=hi)
+    return NatConfig(**behaviours)
+
+
+def prediction_interval(p: float, n: int, level: float = 0.95) -> tuple[int, int]:
+    """Central ``level`` interval of Binomial(n, p): where n lab runs' success count should fall."""
+    tail = (1 - level) / 2
+    cdf, low, high = 0.0, None, n
+    for c in range(n + 1):
+        cdf += math.comb(n, c) * p**c * (1 - p) ** (n - c)
+        if low is None and cdf > tail:
+            low = c
+        if cdf >= 1 - tail:
+            high = c
+            break
+    return low or 0, high
+
+
+def plan_noise(topo: "Topology", peer: str) -> str:
+    """The noise host on ``peer``'s LAN (its "users of another virtual IP")."""
+    return topo.lan_hosts(topo.router_of(peer), "noise")[0]
+
+
+def poisson_plan(lab: "Lab", peer: str, stun: tuple[str, int], rate_per_ms: float, seed: int) -> "traffic.CutInPlan":
+    """Poisson cut-ins on ``peer``'s LAN from its first probe (spec step 3 or 9) on.
+
+    The agent fires when the probe crosses the LAN and first waits an exponential time, so the flows
+    form a Poisson process started at the probe, as the model's is. (A Poisson stream running through
+    the whole run instead falls behind while the peers' processes start and then catches up in
+    bursts: not Poisson where it matters.)
+    """
+    from lab import traffic
+
+    mean = rate_per_ms * POISSON_SPAN_MS
+    flows = math.ceil(mean + 4 * math.sqrt(mean) + 4)
+    per_s = rate_per_ms * 1000
+    return traffic.plan_for(
+        lab, plan_noise(lab.topology, peer), flows,
+        traffic.Trigger(src=lab.topology.address(peer), dst=stun[0], dport=int(stun[1])),
+        mode="poisson", rate=per_s, delay=random.Random(seed).expovariate(per_s), seed=seed, timeout=15.0,
+    )
+
+
+@dataclass(frozen=True)
+class LabOutcome:
+    """One lab exchange: the peers' verdict and result lines, and the cut-in agents' reports."""
+
+    ok: bool
+    a: dict
+    b: dict
+    cutins: dict
+
+
+def lab_poisson_run(runner: "Runner", schedule: str, k: int, rate_per_ms: float, seed: int) -> LabOutcome:
+    """One exchange under Poisson cut-ins on both LANs (the agents are armed before the peers start)."""
+    from lab.run import Cell
+
+    lab = runner.lab
+    stun = tuple(runner.server_info[runner.servers[0]]["udp"])
+    noises = []
+    for n, peer in enumerate(lab.topology.by_role("peer")[:2]):
+        noises.append(plan_noise(lab.topology, peer))
+        runner.agents[noises[-1]].arm(poisson_plan(lab, peer, stun, rate_per_ms, seed * 2 + n))
+    result = runner.run(Cell(LAB_PROFILE, LAB_PROFILE, "improved", k, schedule))
+    reports = {noise: runner.agents[noise].result(20.0) for noise in noises}
+    return LabOutcome(_peers_ok(result), result.a, result.b, reports)
+
+
+def lab_grid_run(runner: "Runner", schedule: str, k: int, cut_a: int, cut_b: int, delta: int) -> LabOutcome:
+    """One grid cell: scripted cut-ins in each window (lab.run re-runs a cell whose cut-ins missed it)."""
+    from lab.run import Cell
+
+    profile = f"{LAB_PROFILE}:delta={delta}" if delta != 1 else LAB_PROFILE
+    result = runner.run(Cell(profile, profile, "improved", k, schedule, cut_a, cut_b))
+    return LabOutcome(_peers_ok(result), result.a, result.b, result.cutins)
+
+
+def _peers_ok(result: "CellResult") -> bool:
+    """Both peers say the direct path carried data (the capture's proof is lab.run's own verdict)."""
+    return bool(result.a.get("ok") and result.b.get("ok"))
+
+
+def model_prediction(schedule: str, k: int, cut_a: int, cut_b: int, delta: int, timeline: Timeline) -> bool:
+    """The model's outcome of a grid cell (deterministic: fixed cut-ins, sequential NATs)."""
+    from lab import nat
+
+    router = model_nat(nat.parse_profile(f"{LAB_PROFILE}:delta={delta}"))
+    network = Network(router, router, timeline)
+    hypotheses = get_schedule(schedule).first(k)
+    arrivals = FixedCutIns(cut_a, cut_b).draw(timeline, k, random.Random(0))
+    return run_exchange(network, hypotheses, arrivals, random.Random(0)).ok
+
+
+def lab_study(
+    schedules: list[str], rates: list[float], runs: int, out: Path, grid_cells: tuple = GRID
+) -> list[Row]:
+    """Poisson runs and the agreement grid on a fresh netns lab; prints each verdict.
+
+    Returns:
+        "lab" rows (measured) and "model@lab" rows (the model on the timeline the lab measured).
+    """
+    from lab import topology
+    from lab.backends import get
+    from lab.run import Runner, new_run_dir
+
+    lab = get().up(topology.load("fig1"))
+    try:
+        with Runner(lab, new_run_dir(out / "lab-runs")) as runner:
+            poisson = {
+                (name, rate): [lab_poisson_run(runner, name, SUMMARY_K, rate, seed) for seed in range(runs)]
+                for name in schedules for rate in rates
+            }
+            grid = [
+                (name, k, a, b, d, lab_grid_run(runner, name, k, a, b, d))
+                for name in schedules for d in GRID_DELTAS for k, a, b in grid_cells
+            ]
+    finally:
+        lab.down()
+    everything = [o for outcomes in poisson.values() for o in outcomes] + [g[-1] for g in grid]
+    timeline = Timeline.from_results(
+        (o.a, o.b) for o in everything if "punch" in o.a.get("timeline_ms", {}) and "punch" in o.b.get("timeline_ms", {})
+    )
+    print(f"lab timeline (means over runs): {timeline}")
+    rows = []
+    for (name, rate), outcomes in poisson.items():
+        measured = sum(o.ok for o in outcomes)
+        lab_row = Row.of("lab", name, rate, SUMMARY_K, wilson(measured, len(outcomes)))
+        model = success_probability(get_schedule(name), SUMMARY_K, PoissonCutIns(rate), Network(timeline=timeline),
+                                    MODEL_TRIALS_FOR_LAB, seed=1)
+        low, high = prediction_interval(model.p, len(outcomes))
+        verdict = "agrees" if low <= measured <= high else "DISAGREES"
+        print(f"lab   {name:15} rate={rate:<5g} k={SUMMARY_K}: {measured}/{len(outcomes)} direct; model p={model.p:.4f} "
+              f"-> 95% prediction [{low}, {high}] of {len(outcomes)}: {verdict}")
+        rows += [lab_row, Row.of("model@lab", name, rate, SUMMARY_K, model)]
+    write_grid(grid, timeline, out / GRID_CSV_NAME)
+    return rows
+
+
+GRID_CSV_NAME = "grid.csv"
+
+
+def write_grid(grid: list[tuple], timeline: Timeline, path: Path) -> None:
+    """The agreement grid, one cell per line, and its summary on stdout."""
+    agree = missed = 0
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["schedule", "k", "cut_a", "cut_b", "delta", "cut_ins_in_window", "model", "lab", "agree"])
+        for name, k, a, b, d, outcome in grid:
+            in_window = bool(outcome.cutins.get("in_window", True))
+            predicted = model_prediction(name, k, a, b, d, timeline)
+            same = predicted == outcome.ok
+            writer.writerow([name, k, a, b, d, in_window, predicted, outcome.ok, same])
+            if not in_window:
+                missed += 1
+            elif same:
+                agree += 1
+            else:
+                print(f"grid  {name} k={k} cut-ins A={a} B={b} delta={d}: model {predicted}, lab {outcome.ok}")
+    print(f"grid  {agree}/{len(grid) - missed} cells agree with the model"
+          + (f" ({missed} skipped: the cut-ins missed their window)" if missed else ""))
