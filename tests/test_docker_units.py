@@ -7,6 +7,7 @@ never collide with the topology's) and the preflight's message for the br_netfil
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import struct
 from pathlib import Path
 
@@ -103,18 +104,20 @@ def test_describe_path_flags_a_bypass(tmp_path):
 # ---- lab/backends/docker.py: address planning and preflight ---------------------------------------
 
 
-def test_bridge_addresses_and_scratch_addresses_avoid_the_topology():
+def test_docker_subnets_come_from_the_private_pool_and_skip_used_ones():
+    class Api:
+        def networks(self):
+            return [{"IPAM": {"Config": [{"Subnet": "172.17.0.0/16"}]}},
+                    {"IPAM": {"Config": [{"Subnet": "198.18.0.0/24"}, {"Subnet": "fd00::/64"}]}},
+                    {"IPAM": None}]
+
+    class Client:
+        api = Api()
+
+    assert dockerlab._free_pool(Client()) == "198.18.1.0/24"
     topo = topology.load("fig1")
-    used = {ip for n in topo.nodes for ip in topo.addresses(n)}
-    gateways = {seg: dockerlab._free_gateway(topo, seg) for seg in topo.segments}
-    assert gateways["public"] == "198.51.100.254" and not used & set(gateways.values())
-    lab = dockerlab.DockerLab.__new__(dockerlab.DockerLab)  # planning only: no engine
-    lab.topology, lab._gateways = topo, gateways
-    lab._plan_scratch()
-    # nat-b and the sink live in 203.0.113.0/24, which Docker's one-subnet bridge cannot carry.
-    assert set(lab._scratch) == {("nat-b", "public"), ("sink", "public")}
-    scratch = set(lab._scratch.values())
-    assert len(scratch) == 2 and not scratch & used and not scratch & set(gateways.values())
+    lab_nets = [ipaddress.IPv4Network(n) for seg in topo.segments.values() for n in seg.subnets]
+    assert not any(dockerlab.DOCKER_POOL.overlaps(n) for n in lab_nets)
 
 
 def test_bridge_names_fit_ifnamsiz():

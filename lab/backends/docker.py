@@ -7,9 +7,10 @@ Layout of a lab with prefix ``d2d1a2b3``:
   never learn MAC addresses (ageing 0, a hub), as in the netns backend, so noise hosts sniff;
 * node ``nat-a`` -> container ``d2d1a2b3-nat-a`` running the image's ``idle`` role (PID 1 that
   reaps orphans); addresses and routes are then set by the topology, from the host, in the
-  container's network namespace (pyroute2): Docker keeps neither interface order nor the second
-  subnet of a segment (its bridge driver allows one), so interfaces are found by address and the
-  addresses Docker picked but the topology does not name are removed;
+  container's network namespace (pyroute2). Docker addresses its networks from a private pool
+  (:data:`DOCKER_POOL`) and that address is replaced by the topology's: Docker's bridge driver
+  carries a single subnet (the public segment has two), refuses overlapping subnets (two labs
+  could not coexist), and keeps no interface order — interfaces are found by address;
 * everything carries the label ``dp2pt.lab=<prefix>`` (and the topology, as JSON, on every
   container), so ``attach``/``list``/``down_all`` work from labels alone, after a crash too;
 * host rules: with ``br_netfilter`` on, frames switched *within* a lab bridge traverse the host's
@@ -66,6 +67,12 @@ CAPS = ["NET_ADMIN", "NET_RAW"]
 NODE_SYSCTLS = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
 ROUTER_SYSCTLS = {"net.ipv4.ip_forward": "1"}
 BR_NETFILTER = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+#: Docker must address every network it creates, but one bridge carries one subnet and two labs
+#: may not overlap. So Docker gets /24s of RFC 2544's benchmarking range (used by nothing else);
+#: that address is removed from each container and the topology's addresses are set instead. The
+#: host keeps only its bridge address in this range: it has no address, hence no route, in any lab
+#: subnet, and several labs (and the compose lab) run side by side.
+DOCKER_POOL = ipaddress.IPv4Network("198.18.0.0/15")
 #: Creating containers in parallel: the engine serialises part of the work, 4 threads suffice.
 WORKERS = 4
 
@@ -297,23 +304,32 @@ class DockerLab(Lab):
     def build(self) -> None:
         """Networks, host rules, containers (in parallel), then addresses and routes per topology."""
         topo = self.topology
-        labels = {LABEL: self.prefix}
-        gateways = self._gateways = {seg: _free_gateway(topo, seg) for seg in topo.segments}
-        self._plan_scratch()
         for seg in topo.segments.values():
-            self.client.api.create_network(
-                self.network(seg.name), driver="bridge", internal=True, check_duplicate=True,
-                options={"com.docker.network.bridge.name": self.bridge(seg.name),
-                         "com.docker.network.bridge.enable_ip_masquerade": "false"},
-                ipam={"Driver": "default",
-                      "Config": [{"Subnet": seg.subnets[0], "Gateway": gateways[seg.name]}]},
-                labels={**labels, LABEL_SEGMENT: seg.name},
-            )
+            self._create_network(seg.name)
         allow_bridges(self.prefix, [self.bridge(s) for s in topo.segments])
         _make_hubs([self.bridge(s.name) for s in topo.segments.values() if s.kind == "lan"])
         with ThreadPoolExecutor(WORKERS) as pool:
             list(pool.map(self._create_node, topo.nodes))
             list(pool.map(self._configure_node, topo.nodes))
+
+    def _create_network(self, segment: str) -> None:
+        """An internal bridge addressed (for Docker only) from :data:`DOCKER_POOL`; retried on a race."""
+        import docker.errors
+
+        for _ in range(5):
+            try:
+                self.client.api.create_network(
+                    self.network(segment), driver="bridge", internal=True, check_duplicate=True,
+                    options={"com.docker.network.bridge.name": self.bridge(segment),
+                             "com.docker.network.bridge.enable_ip_masquerade": "false"},
+                    ipam={"Driver": "default", "Config": [{"Subnet": _free_pool(self.client)}]},
+                    labels={LABEL: self.prefix, LABEL_SEGMENT: segment},
+                )
+                return
+            except docker.errors.APIError as exc:
+                if "overlap" not in str(exc):
+                    raise
+        raise LabStateError(f"could not find a free Docker subnet in {DOCKER_POOL} for {segment!r}")
 
     def _create_node(self, node: str) -> None:
         n = self.topology.node(node)
@@ -326,32 +342,10 @@ class DockerLab(Lab):
             labels={LABEL: self.prefix, LABEL_NODE: node,
                     LABEL_TOPOLOGY: json.dumps(self.topology.source, separators=(",", ":"))},
             host_config=host_config,
-            networking_config=api.create_networking_config(
-                {self.network(first.segment): api.create_endpoint_config(ipv4_address=self._docker_ip(node, first))}
-            ),
         )
         for link in rest:
-            api.connect_container_to_network(self.container(node), self.network(link.segment),
-                                             ipv4_address=self._docker_ip(node, link))
+            api.connect_container_to_network(self.container(node), self.network(link.segment))
         api.start(self.container(node))
-
-    def _docker_ip(self, node: str, link) -> str:
-        """The address Docker assigns on ``link``: the topology's if in Docker's one subnet, else a
-        scratch address (removed again by ``_configure_node``) that no node and no bridge uses."""
-        net = ipaddress.IPv4Network(self.topology.segments[link.segment].subnets[0])
-        mine = next((ip for ip in link.ips if ipaddress.IPv4Address(ip) in net), None)
-        return mine or self._scratch[(node, link.segment)]
-
-    def _plan_scratch(self) -> None:
-        used = {ip for n in self.topology.nodes for ip in self.topology.addresses(n)}
-        self._scratch: dict[tuple[str, str], str] = {}
-        for seg in self.topology.segments.values():
-            net = ipaddress.IPv4Network(seg.subnets[0])
-            free = (str(h) for h in reversed(list(net.hosts())) if str(h) not in used and str(h) != self._gateways[seg.name])
-            for n in self.topology.nodes.values():
-                for link in n.links:
-                    if link.segment == seg.name and not any(ipaddress.IPv4Address(ip) in net for ip in link.ips):
-                        self._scratch[(n.name, seg.name)] = next(free)
 
     def _configure_node(self, node: str) -> None:
         n = self.topology.node(node)
@@ -363,13 +357,11 @@ class DockerLab(Lab):
                 if ifname is None:
                     raise LabStateError(f"{self.container(node)}: no interface with Docker's address {given}")
                 idx = ns.link_lookup(ifname=ifname)[0]
-                wanted = {a.split("/")[0]: int(a.split("/")[1]) for a in link.addresses}
-                if given not in wanted:
-                    plen = ipaddress.IPv4Network(self.topology.segments[link.segment].subnets[0]).prefixlen
-                    ns.addr("del", index=idx, address=given, prefixlen=plen)
-                for ip, plen in wanted.items():
-                    if ip != given:
-                        ns.addr("add", index=idx, address=ip, prefixlen=plen)
+                # Docker's address is from its private pool: replaced by the topology's.
+                ns.addr("del", index=idx, address=given, prefixlen=info[self.network(link.segment)]["IPPrefixLen"])
+                for addr in link.addresses:
+                    ip, plen = addr.split("/")
+                    ns.addr("add", index=idx, address=ip, prefixlen=int(plen))
                 self._ifnames[(node, link.segment)] = ifname
             # Docker routes every container through the host bridge, internal networks too: the
             # topology's routes replace it (routers and public hosts get no default at all).
@@ -390,14 +382,17 @@ def _ifname_with(ns, address: str) -> str | None:
     return None
 
 
-def _free_gateway(topo: Topology, segment: str) -> str:
-    """The host bridge's address on a segment: the highest address of its first subnet no node uses."""
-    net = ipaddress.IPv4Network(topo.segments[segment].subnets[0])
-    used = {ip for n in topo.nodes for ip in topo.addresses(n)}
-    for host in reversed(list(net.hosts())):
-        if str(host) not in used:
-            return str(host)
-    raise LabStateError(f"segment {segment!r}: no free address left for Docker's bridge in {net}")
+def _free_pool(client) -> str:
+    """The first /24 of :data:`DOCKER_POOL` that no Docker network on this engine uses."""
+    taken = []
+    for net in client.api.networks():
+        for cfg in (net.get("IPAM") or {}).get("Config") or []:
+            with contextlib.suppress(KeyError, ValueError):
+                taken.append(ipaddress.IPv4Network(cfg["Subnet"]))
+    for sub in DOCKER_POOL.subnets(new_prefix=24):
+        if not any(sub.overlaps(t) for t in taken):
+            return str(sub)
+    raise LabStateError(f"no free /24 left in {DOCKER_POOL} for a Docker lab network (dp2pt-lab down --all?)")
 
 
 def _make_hubs(bridges: Sequence[str]) -> None:
