@@ -1,0 +1,315 @@
+"""What a capture of the public segment says about one exchange, step by step (spec FIG. 2, steps 1-17).
+
+Pure classification, no drawing: :func:`classify` turns the packets seen on the "real Internet 16"
+into :class:`Event` rows, each labelled with the spec's step number, so a test can assert the
+order of the steps and :mod:`lab.report_draw` can draw the ladder.  Rules (docs/CONTRACT.md):
+
+* STUN Binding requests from NAT-A's WAN: the first transaction is step 3, the second step 5 (a
+  single one is step 5: the simplified protocol skips 3/4); responses are 4 / 6.  From NAT-B the
+  same with 9/11 and 10/12.  Later transactions (extra probes) carry no step.
+* TCP control lines (JSON): ``login``/``login_ok`` are step 1 (A's side) or 2 (B's side);
+  ``report`` is 7 from A, 13 from B; ``peer_report`` and ``punch`` carry their step in a field.
+* D2PT datagrams (magic ``b"D2PT"``): punch (type 1) from NAT-B is step 15, from NAT-A step 16;
+  the punch reply (type 2) is step 17; data (3) and data acks (4) follow without a step.
+* With only the public segment captured, a punch is *dropped* at the far NAT when no punch reply
+  (step 17) later travels on that same port: a step-15 punch to NAT-A port p is dropped unless a
+  reply later goes to NAT-A port p; a step-16 punch to NAT-B port q unless a reply later comes
+  from NAT-B port q.
+
+Inputs: the pcaps of a cell directory (``*.pcap``; UDP and TCP may be in separate files, they are
+merged by time) and :class:`Addresses` (NAT-A WAN, NAT-B WAN, the servers): from ``addresses.json``
+in the cell or run directory if present, else from the peers' result lines (``mapped`` is the NAT's
+WAN address) and the capture (servers = where the NATs send STUN and control traffic).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lab.errors import LabError
+
+D2PT_MAGIC = b"D2PT"
+D2PT_KINDS = {1: "punch", 2: "reply", 3: "data", 4: "ack"}
+STUN_COOKIE = 0x2112A442
+STUN_BINDING_REQUEST, STUN_BINDING_SUCCESS = 0x0001, 0x0101
+#: First and second STUN transaction of each side (spec steps 3/5 and 9/11), responses one step later.
+PROBE_STEPS = {"A": (3, 5), "B": (9, 11)}
+LOGIN_STEP = {"A": 1, "B": 2}
+REPORT_STEP = {"A": 7, "B": 13}
+PUNCH_STEP = {"B": 15, "A": 16}
+REPLY_STEP = 17
+LANES = ("A", "NAT-A", "server", "NAT-B", "B")
+
+
+class ReportError(LabError):
+    """The run directory lacks what a report needs (no pcap, no addresses)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """Public-segment addresses of one exchange: NAT-A's WAN, NAT-B's WAN, the location server(s)."""
+
+    nat_a: str
+    nat_b: str
+    servers: tuple[str, ...] = ()
+
+    def side(self, ip: str) -> str | None:
+        return {self.nat_a: "A", self.nat_b: "B"}.get(ip)
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One datagram, or one control line reassembled from a TCP stream."""
+
+    t: float
+    proto: str  # "udp" | "tcp"
+    src: tuple[str, int]
+    dst: tuple[str, int]
+    payload: bytes
+
+
+@dataclass
+class Event:
+    """One arrow of the ladder."""
+
+    t: float  # seconds since the first packet
+    src_lane: str
+    dst_lane: str
+    step: int | None
+    label: str
+    kind: str  # "stun" | "control" | "punch" | "reply" | "data" | "ack" | "other"
+    src: tuple[str, int]
+    dst: tuple[str, int]
+    dropped_at: str | None = None  # lane where the packet died (a NAT), None if delivered
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Ladder:
+    addresses: Addresses
+    events: list[Event] = field(default_factory=list)
+    control_captured: bool = False  # were TCP control lines in the capture?
+
+    @property
+    def steps(self) -> list[int]:
+        """Step numbers in capture order, runs of the same step collapsed (retransmissions, k punches)."""
+        out: list[int] = []
+        for e in self.events:
+            if e.step is not None and (not out or out[-1] != e.step):
+                out.append(e.step)
+        return out
+
+
+def contains_in_order(steps: list[int], wanted) -> bool:
+    """True if ``wanted`` is a subsequence of ``steps``."""
+    it = iter(steps)
+    return all(any(s == w for s in it) for w in wanted)
+
+
+# ---- reading ---------------------------------------------------------------------------------
+
+
+def read_packets(pcaps: list[Path]) -> list[Packet]:
+    """UDP datagrams and TCP payload lines (in stream order, retransmissions skipped), merged by time."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.utils import PcapReader
+
+    packets: list[Packet] = []
+    seen: set[tuple] = set()
+    streams: dict[tuple, list] = {}  # flow -> [next seq, buffer]
+    raw = []
+    for pcap in pcaps:
+        with PcapReader(str(pcap)) as reader:
+            for pkt in reader:
+                if IP in pkt:
+                    raw.append((float(pkt.time), pkt))
+    raw.sort(key=lambda x: x[0])
+    for t, pkt in raw:
+        ip = pkt[IP]
+        if UDP in pkt:
+            udp = pkt[UDP]
+            key = ("udp", ip.src, udp.sport, ip.dst, udp.dport, bytes(udp.payload), round(t, 4))
+            if key in seen:  # the same datagram in two capture files
+                continue
+            seen.add(key)
+            packets.append(Packet(t, "udp", (ip.src, udp.sport), (ip.dst, udp.dport), bytes(udp.payload)))
+        elif TCP in pkt:
+            tcp = pkt[TCP]
+            data = bytes(tcp.payload)
+            flow = (ip.src, tcp.sport, ip.dst, tcp.dport)
+            state = streams.setdefault(flow, [None, b""])
+            if tcp.flags & 0x02:  # SYN: the stream starts at seq + 1
+                state[0] = (tcp.seq + 1) & 0xFFFFFFFF
+                continue
+            if not data:
+                continue
+            if state[0] is None:
+                state[0] = tcp.seq
+            if tcp.seq != state[0]:  # retransmission or a gap: keep the stream aligned
+                if (tcp.seq - state[0]) & 0xFFFFFFFF > 0x7FFFFFFF:
+                    continue
+                state[1] = b""
+            state[0] = (tcp.seq + len(data)) & 0xFFFFFFFF
+            state[1] += data
+            *lines, state[1] = state[1].split(b"\n")
+            for line in lines:
+                if line.strip():
+                    packets.append(Packet(t, "tcp", (ip.src, tcp.sport), (ip.dst, tcp.dport), line))
+    return packets
+
+
+def load_addresses(cell_dir: Path, packets: list[Packet]) -> Addresses:
+    """``addresses.json`` (cell dir, then its parent) or the peers' ``mapped`` IPs plus the capture."""
+    for d in (cell_dir, cell_dir.parent):
+        f = d / "addresses.json"
+        if f.is_file():
+            doc = json.loads(f.read_text())
+            return Addresses(doc["nat_a"], doc["nat_b"], tuple(doc.get("servers", ())))
+    wan = {}
+    for side, name in (("A", "a.json"), ("B", "b.json")):
+        try:
+            mapped = json.loads((cell_dir / name).read_text()).get("mapped")
+        except (OSError, ValueError):
+            mapped = None
+        if mapped:
+            wan[side] = mapped[0]
+    if len(wan) < 2:
+        raise ReportError(f"{cell_dir}: no addresses.json and the peers' results name no mapped address")
+    servers = sorted({p.dst[0] for p in packets if p.src[0] in wan.values() and _is_stun(p.payload)
+                      and p.dst[0] not in wan.values()}
+                     | {p.dst[0] for p in packets if p.proto == "tcp" and p.src[0] in wan.values()})
+    return Addresses(wan["A"], wan["B"], tuple(servers))
+
+
+# ---- classification --------------------------------------------------------------------------
+
+
+def _is_stun(data: bytes) -> bool:
+    return len(data) >= 20 and data[0] < 0x40 and struct.unpack_from("!I", data, 4)[0] == STUN_COOKIE
+
+
+def _lane(ip: str, addrs: Addresses, inner: bool) -> str:
+    """The lane of an address; ``inner`` maps a NAT's WAN to the peer behind it (the NAT forwarded)."""
+    side = addrs.side(ip)
+    if side is None:
+        return "server"
+    return side if inner else f"NAT-{side}"
+
+
+def classify(packets: list[Packet], addrs: Addresses) -> Ladder:
+    """Label each packet with its spec step (see the module docstring for the rules)."""
+    ladder = Ladder(addrs, control_captured=any(p.proto == "tcp" for p in packets))
+    if not packets:
+        return ladder
+    t0 = packets[0].t
+    txids: dict[str, list[bytes]] = {"A": [], "B": []}
+    step_of_tx: dict[bytes, int] = {}
+    for p in packets:
+        s_side, d_side = addrs.side(p.src[0]), addrs.side(p.dst[0])
+        src_lane, dst_lane = _lane(p.src[0], addrs, True), _lane(p.dst[0], addrs, True)
+        step, label, kind = None, "", "other"
+        ports = f"{p.src[1]}→{p.dst[1]}"
+        if p.proto == "tcp":
+            msg = _json(p.payload)
+            mtype = msg.get("type", "?") if msg else "?"
+            kind, label = "control", f"{mtype} (tcp {ports})"
+            side = s_side or d_side
+            if mtype in ("login", "login_ok") and side:
+                step = LOGIN_STEP[side]
+            elif mtype == "report" and s_side:
+                step = REPORT_STEP[s_side]
+            elif mtype in ("peer_report", "punch") and isinstance(msg.get("step"), int):
+                step = msg["step"]
+        elif p.payload[:4] == D2PT_MAGIC and len(p.payload) >= 5 and s_side and d_side:
+            kind = D2PT_KINDS.get(p.payload[4], "other")
+            index = struct.unpack_from("!H", p.payload, 13)[0] if len(p.payload) >= 15 else 0
+            if kind == "punch":
+                step = PUNCH_STEP[s_side]
+                label = f"punch #{index} {ports}"
+            elif kind == "reply":
+                step, label = REPLY_STEP, f"reply #{index} {ports}"
+            else:
+                label = f"{kind} {ports}"
+        elif _is_stun(p.payload):
+            mtype = struct.unpack_from("!H", p.payload, 0)[0]
+            tx = p.payload[8:20]
+            kind = "stun"
+            if mtype == STUN_BINDING_REQUEST and s_side:
+                if tx not in step_of_tx:
+                    txids[s_side].append(tx)
+                    n = len(txids[s_side])
+                    step_of_tx[tx] = PROBE_STEPS[s_side][n - 1] if n <= 2 else 0
+                step = step_of_tx[tx] or None
+                label = f"binding {ports}"
+            elif mtype == STUN_BINDING_SUCCESS and d_side:
+                req = step_of_tx.get(tx)
+                step = req + 1 if req else None
+                label = f"binding ok {ports}"
+            else:
+                label = f"stun {ports}"
+        else:
+            label = f"udp {ports}"
+        ladder.events.append(Event(round(p.t - t0, 6), src_lane, dst_lane, step, label, kind, p.src, p.dst))
+    _relabel_single_probes(ladder, txids, step_of_tx)
+    _mark_drops(ladder)
+    return ladder
+
+
+def _relabel_single_probes(ladder: Ladder, txids: dict, step_of_tx: dict) -> None:
+    """One probe on a side is the simplified protocol (FIG. 3): steps 3/4 skipped, so it is 5/6 (11/12)."""
+    for side, txs in txids.items():
+        if len(txs) == 1:
+            first, second = PROBE_STEPS[side]
+            for e in ladder.events:
+                if e.kind == "stun" and e.step in (first, first + 1) and _side_of(e, ladder.addresses) == side:
+                    e.step += second - first
+
+
+def _side_of(e: Event, addrs: Addresses) -> str | None:
+    return addrs.side(e.src[0]) or addrs.side(e.dst[0])
+
+
+def _mark_drops(ladder: Ladder) -> None:
+    """Punches no reply follows on the same port died at the far NAT (public-segment-only rule)."""
+    events = ladder.events
+    for i, e in enumerate(events):
+        if e.kind != "punch":
+            continue
+        later = [r for r in events[i + 1:] if r.kind == "reply"]
+        if e.step == PUNCH_STEP["B"]:  # B -> NAT-A port p: delivered only if a reply later goes to p
+            delivered = any(r.dst == e.dst for r in later)
+            far = "NAT-A"
+        else:  # A -> NAT-B port q: delivered only if a reply later comes from q
+            delivered = any(r.src == e.dst for r in later)
+            far = "NAT-B"
+        if not delivered:
+            e.dropped_at, e.dst_lane = far, far
+
+
+def _json(line: bytes) -> dict | None:
+    try:
+        msg = json.loads(line)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return msg if isinstance(msg, dict) else None
+
+
+def ladder_of(cell_dir: Path) -> Ladder:
+    """Read a cell directory (pcaps + peer results or addresses.json) and classify its exchange.
+
+    Raises:
+        ReportError: no pcap in the directory, or no way to know the NATs' WAN addresses.
+    """
+    cell_dir = Path(cell_dir)
+    pcaps = sorted(cell_dir.glob("*.pcap"))
+    if not pcaps:
+        raise ReportError(f"{cell_dir}: no .pcap file")
+    packets = read_packets(pcaps)
+    return classify(packets, load_addresses(cell_dir, packets))
