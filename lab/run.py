@@ -219,8 +219,10 @@ class Runner:
                 if not n:
                     continue
                 noise = topo.lan_hosts(topo.router_of(peer), "noise")[0]
-                alt = self.server_info[srv]["alt"]
-                trig = traffic.Trigger(src=topo.address(peer), dst=alt[0], dport=int(alt[1]))
+                # The window opens at the peer's last probe: probe 2 (to the server's alternate
+                # port) normally, the only probe (to the main port) for the simplified protocol.
+                last = self.server_info[srv]["udp" if cell.variant == "simplified" else "alt"]
+                trig = traffic.Trigger(src=topo.address(peer), dst=last[0], dport=int(last[1]))
                 self.agents[noise].arm(traffic.plan_for(lab, noise, n, trig, timeout=SESSION_TIMEOUT + 2))
                 armed[noise] = (peer, n)
 

@@ -1,0 +1,67 @@
+"""Unit tests of lab.expect (the NAT model behind the matrix) and of the matrix file's consistency."""
+
+import pytest
+
+from lab import expect, matrix
+from lab.nat import PROFILE_NAMES
+
+SEQ, RND = "symmetric-sequential", "symmetric-random"
+
+
+@pytest.mark.parametrize("variant, k, schedule", [("basic", None, None), ("simplified", None, None),
+                                                  ("improved", 6, None), ("improved", 6, "poisson-greedy")])
+def test_random_vs_random_always_fails(variant, k, schedule):
+    for seed in range(5):
+        assert expect.expected(RND, RND, variant, k, schedule, seed=seed) == "failed"
+
+
+def test_basic_fails_with_one_cut_in_on_a_sequential_nat():
+    assert expect.expected(SEQ, SEQ, "basic") == "direct"
+    assert expect.expected(SEQ, SEQ, "basic", cut_a=1) == "failed"
+    assert expect.expected(SEQ, SEQ, "basic", cut_b=1) == "failed"
+
+
+def test_improved_survives_its_hypotheses_but_diagram1_rows_3_4_share_a_flow():
+    assert expect.expected(SEQ, SEQ, "improved", 6, cut_a=1) == "direct"  # row 2
+    assert expect.expected(SEQ, SEQ, "improved", 6, cut_a=2) == "direct"  # row 5
+    assert expect.expected(SEQ, SEQ, "improved", 6, cut_b=2) == "direct"  # row 6
+    assert expect.expected(SEQ, SEQ, "improved", 6, cut_b=1) == "failed"  # row 3: B's rows 2-3 collide
+    assert expect.expected(SEQ, SEQ, "improved", 6, cut_a=1, cut_b=1) == "failed"  # row 4
+
+
+def test_poisson_greedy_covers_ca_plus_2cb_below_k():
+    for a in range(4):
+        for b in range(3):
+            want = "direct" if a + 2 * b <= 5 else "failed"
+            assert expect.expected(SEQ, SEQ, "improved", 6, "poisson-greedy", a, b) == want, (a, b)
+
+
+def test_port_restricted_vs_random_fails_and_full_cone_helps():
+    assert expect.expected("port-restricted-cone", RND) == "failed"
+    assert expect.expected(RND, "full-cone") == "direct"
+    assert expect.expected(SEQ, "full-cone", cut_a=2) == "direct"
+
+
+def test_simplified_assumes_delta_one():
+    assert expect.expected(SEQ, SEQ, "simplified") == "direct"
+    assert expect.expected(f"{SEQ}:delta=2", f"{SEQ}:delta=2", "simplified") == "failed"
+    assert expect.expected("full-cone", "full-cone", "simplified") == "failed"
+
+
+def test_restricted_vs_random_is_a_race():
+    assert expect.expected("restricted-cone", RND) == "race"
+
+
+def test_matrix_file_agrees_with_the_model():
+    declared = {c.id: c.expect for c in matrix.load()}
+    derived = {c.id: c.expect for c in matrix.default_cells()}
+    assert declared == derived, "scenarios/matrix.csv is stale: run `python -m lab.matrix --write`"
+
+
+def test_matrix_covers_every_profile_pair_and_variant():
+    cells = matrix.load()
+    pairs = {(c.nat_a, c.nat_b) for c in cells if c.variant == "basic"}
+    assert len(pairs & {(a, b) for a in PROFILE_NAMES for b in PROFILE_NAMES}) >= 24
+    assert {c.variant for c in cells} == {"basic", "simplified", "improved", "distributed"}
+    assert {(c.cut_a, c.cut_b) for c in cells} >= {(a, b) for a in range(3) for b in range(3)}
+    assert {"direct", "failed"} == {c.expect for c in cells}
