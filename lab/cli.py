@@ -1,0 +1,275 @@
+"""``dp2pt-lab``: bring labs up and down, configure NATs, run scenario cells, act inside nodes.
+
+    dp2pt-lab up [TOPOLOGY] [--nat-a PROFILE] [--nat-b PROFILE] [--prefix P]
+    dp2pt-lab run [SCENARIO] [--nat-a P --nat-b P --variant V --k K --cut-a N --cut-b N]
+    dp2pt-lab exec NODE -- CMD [ARG...]
+    dp2pt-lab nat ROUTER PROFILE          (re-load a router's NAT: fresh mappings)
+    dp2pt-lab verify-nat [PROFILE...]     (coturn RFC 5780 discovery behind each profile)
+    dp2pt-lab profiles | status | down [PREFIX] [--all]
+
+Errors are one line on stderr and a non-zero exit (the :class:`~lab.errors.LabError` exit code),
+never a traceback. Other modules add subcommands: each module of :data:`PLUGINS` that imports gets
+``register(subparsers)`` and sets its handler with ``set_defaults(func=...)``; a handler receives
+the parsed ``args`` and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lab import backends, nat, topology
+from lab.errors import ConfigError, LabError, LabNotFound
+
+PLUGINS = ("lab.study", "lab.report", "lab.bench")
+PROG = "dp2pt-lab"
+
+
+def _select_lab(backend, prefix: str | None):
+    """The lab ``--lab`` names, or the only one that is up."""
+    if prefix:
+        return backend.attach(prefix)
+    labs = [info.prefix for info in backend.list()]
+    if not labs:
+        raise LabNotFound(f"no lab is up ({PROG} up first)")
+    if len(labs) > 1:
+        raise ConfigError(f"several labs are up ({', '.join(labs)}): choose one with --lab")
+    return backend.attach(labs[0])
+
+
+def _apply_nats(lab, args) -> list[str]:
+    done = []
+    for router, profile in (("nat-a", args.nat_a), ("nat-b", args.nat_b)):
+        if profile:
+            prof = lab.configure_nat(router, profile)
+            done.append(f"{router}={prof.spec}")
+    return done
+
+
+def cmd_up(args) -> int:
+    b = backends.get(args.backend)
+    topo = topology.load(args.topology)
+    for profile in (args.nat_a, args.nat_b):
+        if profile:
+            nat.parse_profile(profile)  # refuse a bad profile before building anything
+    t0 = time.monotonic()
+    lab = b.up(topo, prefix=args.prefix)
+    try:
+        nats = _apply_nats(lab, args)
+    except BaseException:
+        lab.down()
+        raise
+    dt = time.monotonic() - t0
+    print(f"lab {lab.prefix} up: {topo.name} on {b.name} in {dt:.3f} s; nodes: {', '.join(lab.nodes)}"
+          + (f"; NAT {', '.join(nats)}" if nats else ""))
+    return 0
+
+
+def cmd_down(args) -> int:
+    b = backends.get(args.backend)
+    if args.all:
+        gone = b.down_all()
+        print(f"removed {len(gone)} lab(s)" + (f": {', '.join(gone)}" if gone else ""))
+        return 0
+    lab = _select_lab(b, args.prefix)
+    lab.down()
+    print(f"lab {lab.prefix} down")
+    return 0
+
+
+def cmd_status(args) -> int:
+    b = backends.get(args.backend)
+    labs = b.list()
+    if not labs:
+        print("no lab is up")
+    for info in labs:
+        print(f"{info.prefix}  {info.backend}  {info.topology}  nodes={len(info.nodes)}  processes={info.processes}")
+    return 0
+
+
+def cmd_profiles(args) -> int:
+    for name in nat.PROFILE_NAMES:
+        p = nat.parse_profile(name)
+        print(f"{name:22s} {p.mapping.name:4s}/{p.filtering.name:4s} {p.allocation.value:10s} {nat.DESCRIPTIONS[name]}")
+    print("parameters: NAME:delta=N,base=PORT,timeout=S  (e.g. symmetric-sequential:delta=2)")
+    return 0
+
+
+def cmd_exec(args) -> int:
+    b = backends.get(args.backend)
+    lab = _select_lab(b, args.lab)
+    argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not argv:
+        raise ConfigError("exec needs a command: dp2pt-lab exec NODE -- CMD [ARG...]")
+    lab.check_node(args.node)
+    proc = lab._spawn(args.node, argv, stdin=None, stdout=None, stderr=None)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        lab.stop(proc)
+        return 130
+
+
+def cmd_nat(args) -> int:
+    b = backends.get(args.backend)
+    lab = _select_lab(b, args.lab)
+    prof = lab.configure_nat(args.router, args.profile)
+    print(f"{args.router}: {prof.spec} ({prof.mapping.value} mapping, {prof.filtering.value} filtering, "
+          f"{prof.allocation.value} ports)")
+    return 0
+
+
+def cmd_verify_nat(args) -> int:
+    from lab import rfc5780
+
+    b = backends.get(args.backend)
+    profiles = args.profiles or list(nat.PROFILE_NAMES)
+    for p in profiles:
+        nat.parse_profile(p)
+    lab = b.up(topology.load("fig1"))
+    bad = 0
+    try:
+        with rfc5780.StunServer(lab) as stun:
+            for p in profiles:
+                v = rfc5780.verify(lab, stun, "nat-a", p)
+                bad += not v.matches
+                print(f"{p:28s} expected {v.expected_mapping}/{v.expected_filtering}  "
+                      f"natdiscovery {v.mapping}/{v.filtering}  {'OK' if v.matches else 'MISMATCH'}")
+    finally:
+        lab.down()
+    return 1 if bad else 0
+
+
+def cmd_run(args) -> int:
+    from lab import matrix
+    from lab.run import Cell, Runner, new_run_dir
+
+    b = backends.get(args.backend)
+    if args.scenario in ("all", "matrix"):
+        cells = matrix.load()
+    elif args.scenario:
+        cells = [c for c in matrix.load() if c.id == args.scenario]
+        if not cells:
+            raise ConfigError(f"unknown scenario {args.scenario!r}: a cell id of scenarios/matrix.csv "
+                              f"(python -m lab.matrix lists them), 'all', or none with --nat-a/--nat-b")
+    else:
+        if not (args.nat_a and args.nat_b):
+            raise ConfigError("run needs a SCENARIO (cell id or 'all') or both --nat-a and --nat-b")
+        cells = [Cell(args.nat_a, args.nat_b, args.variant, args.k, args.schedule, args.cut_a, args.cut_b)]
+    own = args.lab is None and not b.list()
+    need_fig4 = any(c.variant == "distributed" for c in cells)
+    lab = b.up(topology.load("fig4" if need_fig4 else args.topology)) if own else _select_lab(b, args.lab)
+    run_dir = new_run_dir(args.run_dir)
+    unexpected = 0
+    try:
+        with Runner(lab, run_dir) as runner:
+            for cell in cells:
+                r = runner.run(cell)
+                mark = "" if cell.expect is None else ("  as expected" if r.as_expected else f"  UNEXPECTED (want {cell.expect})")
+                unexpected += not r.as_expected
+                err = r.path_error or r.a.get("error") or r.b.get("error") or ""
+                print(f"{cell.id:75s} {r.outcome:7s} {r.seconds:6.2f}s{mark}" + (f"  [{err}]" if err and not r.as_expected else ""))
+    finally:
+        if own:
+            lab.down()
+    print(f"artifacts: {run_dir}")
+    return 1 if unexpected else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="dp2pt lab: NAT routers in network namespaces or containers")
+    p.add_argument("--backend", default=None, help=f"netns (default) or docker; env {backends.ENV_VAR}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="bring a topology up (stays up until down)")
+    up.add_argument("topology", nargs="?", default=topology.DEFAULT_TOPOLOGY, help="fig1 (default), fig4, or a .yaml")
+    up.add_argument("--nat-a", help="NAT profile of nat-a (see: dp2pt-lab profiles)")
+    up.add_argument("--nat-b", help="NAT profile of nat-b")
+    up.add_argument("--prefix", help="lab prefix (default: a fresh d2pXXXXX)")
+    up.set_defaults(func=cmd_up)
+
+    run = sub.add_parser("run", help="run a scenario cell (or the whole matrix) and classify the outcome")
+    run.add_argument("scenario", nargs="?", help="cell id from scenarios/matrix.csv, or 'all'")
+    run.add_argument("--lab", help="prefix of a running lab (default: the only one up, else a fresh one)")
+    run.add_argument("--topology", default="fig1")
+    run.add_argument("--nat-a")
+    run.add_argument("--nat-b")
+    run.add_argument("--variant", default="basic", choices=("basic", "simplified", "improved", "distributed"))
+    run.add_argument("--k", type=int)
+    run.add_argument("--schedule")
+    run.add_argument("--cut-a", type=int, default=0, help="flows cutting in on A's side (after probe 2)")
+    run.add_argument("--cut-b", type=int, default=0, help="flows cutting in on B's side")
+    run.add_argument("--run-dir", default="runs", help="where run directories go (default ./runs)")
+    run.set_defaults(func=cmd_run)
+
+    ex = sub.add_parser("exec", help="run a command inside a node: exec NODE -- CMD")
+    ex.add_argument("--lab", help="lab prefix (default: the only one up)")
+    ex.add_argument("node")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=cmd_exec)
+
+    n = sub.add_parser("nat", help="(re)configure a router's NAT profile")
+    n.add_argument("--lab")
+    n.add_argument("router")
+    n.add_argument("profile")
+    n.set_defaults(func=cmd_nat)
+
+    v = sub.add_parser("verify-nat", help="classify profiles with coturn's turnutils_natdiscovery (RFC 5780)")
+    v.add_argument("profiles", nargs="*")
+    v.set_defaults(func=cmd_verify_nat)
+
+    sub.add_parser("profiles", help="list NAT profiles").set_defaults(func=cmd_profiles)
+    sub.add_parser("status", help="list running labs").set_defaults(func=cmd_status)
+
+    d = sub.add_parser("down", help="remove a lab (or --all, including leftovers of crashed runs)")
+    d.add_argument("prefix", nargs="?")
+    d.add_argument("--all", action="store_true")
+    d.set_defaults(func=cmd_down)
+
+    _load_plugins(sub)
+    return p
+
+
+def _load_plugins(sub) -> None:
+    for name in PLUGINS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # the plugin does not exist (yet): skip silently
+            print(f"{PROG}: warning: plugin {name} not loaded: {exc}", file=sys.stderr)
+            continue
+        except Exception as exc:  # a broken plugin must not take the whole CLI down
+            print(f"{PROG}: warning: plugin {name} not loaded: {exc}", file=sys.stderr)
+            continue
+        register = getattr(module, "register", None)
+        if callable(register):
+            register(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LabError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except FileNotFoundError as exc:
+        print(f"{PROG}: error: {exc.filename or exc}: not found", file=sys.stderr)
+        return 3
+    except PermissionError as exc:
+        print(f"{PROG}: error: permission denied ({exc.filename or exc}); run as root", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Verification of the NAT profiles by an outside tool: coturn's RFC 5780 behaviour discovery.
+
+Our NAT profiles are only as good as their labels. This module asks a third party: coturn's
+``turnserver`` runs STUN-only on the sink with two public addresses (RFC 5780 §4.2 needs an
+alternate address *and* port for its mapping and filtering tests), and
+``turnutils_natdiscovery -m -f`` runs on a peer behind the NAT under test. Its verdicts
+("NAT with Endpoint Independent Mapping!", "... Address and Port Dependent Filtering!") must
+equal the profile's RFC 4787 mapping and filtering behaviours.
+
+The tool's filtering test waits out a few seconds per refused CHANGE-REQUEST, so
+:func:`verify_all` spreads the profiles over several labs side by side (two NATs each) and runs
+them concurrently.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import nat, topology
+from lab.backends.base import Lab, wait_for_line
+from lab.errors import MissingTool, ScenarioError
+
+STUN_PORT = 3478
+ALT_PORT = 3479
+#: Upper bound of a turnserver's life (coreutils timeout), should the lab forget to stop it.
+SERVER_LIFETIME = 300
+DISCOVERY_TIMEOUT = 30.0
+_VERDICT = re.compile(r"NAT with (.+?) (Mapping|Filtering)!")
+_WORDS = {
+    "Endpoint Independent": "endpoint-independent",
+    "Address Dependent": "address-dependent",
+    "Address and Port Dependent": "address-and-port-dependent",
+}
+
+
+@dataclass
+class Verdict:
+    profile: str
+    expected_mapping: str
+    expected_filtering: str
+    mapping: str | None
+    filtering: str | None
+    output: str = ""
+
+    @property
+    def matches(self) -> bool:
+        return (self.mapping, self.filtering) == (self.expected_mapping, self.expected_filtering)
+
+
+def parse_discovery(text: str) -> tuple[str | None, str | None]:
+    """(mapping, filtering) behaviours from ``turnutils_natdiscovery`` output, RFC 4787 words."""
+    found: dict[str, str] = {}
+    for words, kind in _VERDICT.findall(text):
+        found[kind] = _WORDS.get(words, words.lower())
+    if "No NAT" in text or "not behind a NAT" in text.lower():
+        found.setdefault("Mapping", "none")
+    return found.get("Mapping"), found.get("Filtering")
+
+
+class StunServer:
+    """coturn STUN-only with two addresses of the sink node (RFC 5780 server)."""
+
+    def __init__(self, lab: Lab, node: str | None = None, workdir: Path | None = None) -> None:
+        for tool in ("turnserver", "turnutils_natdiscovery", "timeout"):
+            if shutil.which(tool) is None:
+                raise MissingTool(f"{tool}: command not found (apt-get install coturn)")
+        self.lab = lab
+        self.node = node or lab.topology.by_role("sink")[0]
+        addrs = lab.topology.addresses(self.node)
+        if len(addrs) < 2:
+            raise ScenarioError(f"RFC 5780 needs two addresses on {self.node}, it has {addrs}")
+        self.addresses = addrs[:2]
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="dp2pt-turn-"))
+        self.proc: subprocess.Popen | None = None
+
+    def argv(self) -> list[str]:
+        a, b = self.addresses
+        w = self.workdir
+        return ["timeout", str(SERVER_LIFETIME), "turnserver", "-n", "--stun-only", "--no-auth",
+                "-L", a, "-L", b, "--listening-port", str(STUN_PORT), "--alt-listening-port", str(ALT_PORT),
+                "--no-cli", "--no-tls", "--no-dtls", "--no-tcp", "--simple-log", "--log-file", "stdout",
+                "--pidfile", str(w / "turnserver.pid"), "--userdb", str(w / "turndb"), "-r", "dp2pt-lab"]
+
+    def __enter__(self) -> "StunServer":
+        self.proc = self.lab.popen(self.node, self.argv())
+        try:
+            wait_for_line(self.proc, lambda l: "Total General servers" in l or "turn server id=1" in l, 10.0)
+        except TimeoutError:
+            self.lab.stop(self.proc)
+            raise ScenarioError("turnserver did not start (see its log)") from None
+        threading.Thread(target=self._drain, daemon=True).start()
+        return self
+
+    def _drain(self) -> None:
+        try:
+            with open(self.workdir / "turnserver.log", "w") as log:
+                for line in self.proc.stdout:
+                    log.write(line)
+        except (ValueError, OSError):
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.lab.stop(self.proc)
+
+
+def discover(lab: Lab, stun: StunServer, router: str, profile: str) -> Verdict:
+    """Configure ``router`` as ``profile`` and classify it from the peer behind it."""
+    prof = lab.configure_nat(router, profile)
+    client = lab.topology.lan_hosts(router, "peer")[0]
+    res = lab.exec(client, ["turnutils_natdiscovery", "-m", "-f", "-p", str(STUN_PORT), stun.addresses[0]],
+                   check=False, timeout=DISCOVERY_TIMEOUT)
+    mapping, filtering = parse_discovery(res.stdout)
+    return Verdict(profile, prof.mapping.value, prof.filtering.value, mapping, filtering, res.stdout + res.stderr)
+
+
+def verify(lab: Lab, stun: StunServer, router: str, profile: str) -> Verdict:
+    return discover(lab, stun, router, profile)
+
+
+def verify_all(backend, profiles: list[str], workdir: Path | None = None) -> dict[str, Verdict]:
+    """Classify every profile, two per lab (nat-a, nat-b), all labs side by side and concurrent."""
+    for p in profiles:
+        nat.parse_profile(p)
+    slots = [profiles[i : i + 2] for i in range(0, len(profiles), 2)]
+    verdicts: dict[str, Verdict] = {}
+    errors: list[BaseException] = []
+    labs: list[Lab] = []
+    lock = threading.Lock()
+
+    def work(lab: Lab, stun: StunServer, router: str, profile: str) -> None:
+        try:
+            v = discover(lab, stun, router, profile)
+            with lock:
+                verdicts[profile] = v
+        except BaseException as exc:  # reported in the caller's thread
+            errors.append(exc)
+
+    servers: list[StunServer] = []
+    try:
+        for i, pair in enumerate(slots):
+            lab = backend.up(topology.load("fig1"))
+            labs.append(lab)
+            wd = (Path(workdir) / f"lab{i}") if workdir else None
+            if wd:
+                wd.mkdir(parents=True, exist_ok=True)
+            servers.append(StunServer(lab, workdir=wd).__enter__())
+        threads = []
+        for lab, stun, pair in zip(labs, servers, slots):
+            for router, profile in zip(("nat-a", "nat-b"), pair):
+                t = threading.Thread(target=work, args=(lab, stun, router, profile))
+                t.start()
+                threads.append(t)
+        for t in threads:
+            t.join()
+        for lab, pair in zip(labs, slots):
+            if workdir:
+                for router in ("nat-a", "nat-b"):
+                    (Path(workdir) / f"conntrack-{lab.prefix}-{router}.txt").write_text(lab.conntrack_dump(router))
+    finally:
+        for stun in servers:
+            stun.__exit__(None, None, None)
+        for lab in labs:
+            lab.down()
+    if errors:
+        raise errors[0]
+    return verdicts
