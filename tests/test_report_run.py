@@ -1,0 +1,62 @@
+"""`dp2pt-lab report` on a synthetic run directory: ladders, heatmap, summary, and its user errors."""
+
+import json
+
+from scapy.utils import wrpcap
+
+from lab import report
+from tests.test_report_ladder import NAT_A, NAT_B, XA, XB, Capture, basic_exchange
+
+
+def make_run(tmp_path):
+    run = tmp_path / "run"
+    cells = [("eim__eim__basic__cut00", "eim", "eim", "direct"),
+             ("eim__sym__basic__cut00", "eim", "sym", "failed"),
+             ("eim__eim__improved__cut00", "eim", "eim", "direct")]
+    for name, a, b, outcome in cells:
+        d = run / name
+        d.mkdir(parents=True)
+        cap = Capture()
+        basic_exchange(cap)
+        wrpcap(str(d / "public.pcap"), cap.pkts)
+        peers = {"a": {"mapped": [NAT_A, XA], "packets_sent": 7}, "b": {"mapped": [NAT_B, XB],
+                 "time_to_direct_ms": 12.5, "packets_sent": 9}}
+        for role, doc in peers.items():
+            (d / f"{role}.json").write_text(json.dumps(doc))
+        variant = name.split("__")[2]
+        (d / "result.json").write_text(json.dumps({"cell": {"nat_a": a, "nat_b": b, "variant": variant},
+                                                   "outcome": outcome, **peers}))
+    return run
+
+
+def test_report_writes_ladders_heatmap_and_summary(tmp_path, capsys):
+    run = make_run(tmp_path)
+    assert report.main([str(run)]) == 0
+    out = run / "report"
+    assert (out / "matrix.png").stat().st_size > 1000 and (out / "matrix.svg").is_file()
+    assert (out / "ladder-eim__eim__basic__cut00.png").stat().st_size > 1000
+    doc = json.loads((out / "ladder-eim__eim__basic__cut00.json").read_text())
+    assert doc["steps"] == list(range(1, 18))
+    summary = (out / "summary.md").read_text()
+    assert "2/3 cells reached a direct path." in summary
+    assert "| eim__sym__basic__cut00 | eim | sym | basic | failed |" in summary
+    assert "12.5" in capsys.readouterr().out
+
+
+def test_success_matrix_counts_per_variant_and_pair(tmp_path):
+    run = make_run(tmp_path)
+    results = [report.load_result(c) for c in report.cell_dirs(run)]
+    m = report.success_matrix(results)
+    assert m["basic"] == {("eim", "eim"): (1, 1), ("eim", "sym"): (0, 1)}
+    assert m["improved"] == {("eim", "eim"): (1, 1)}
+
+
+def test_missing_run_dir_is_one_line_and_exit_2(tmp_path, capsys):
+    assert report.main([str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dp2pt-lab: error:") and err.count("\n") == 1
+
+
+def test_empty_run_dir_is_an_error(tmp_path, capsys):
+    assert report.main([str(tmp_path)]) == 2
+    assert "no cell directories" in capsys.readouterr().err
