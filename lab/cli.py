@@ -76,9 +76,9 @@ def cmd_down(args) -> int:
         gone = b.down_all()
         print(f"removed {len(gone)} lab(s)" + (f": {', '.join(gone)}" if gone else ""))
         return 0
-    lab = _select_lab(b, args.prefix)
-    lab.down()
-    print(f"lab {lab.prefix} down")
+    prefix = args.prefix or _select_lab(b, None).prefix
+    b.down(prefix)
+    print(f"lab {prefix} down")
     return 0
 
 

@@ -50,11 +50,52 @@ def run_dir() -> Path:
     return new_run_dir(REPO / "runs")
 
 
+#: Every lab this session brought up (prefix -> lab handle), checked at session end.
+CREATED: dict[str, object] = {}
+
+
 def _lab(backend, name):
     try:
-        return backend.up(topology.load(name))
+        lab = backend.up(topology.load(name))
     except EnvironmentProblem as exc:
         pytest.skip(f"cannot bring the lab up: {exc}")
+    CREATED[lab.prefix] = lab
+    return lab
+
+
+def leftovers(backend, labs) -> list[str]:
+    """What remains of ``labs`` (handles): namespaces, state files, live processes they started."""
+    left = []
+    known = {info.prefix for info in backend.list()}
+    for lab in labs:
+        if lab.prefix in known:
+            left.append(f"lab {lab.prefix} still listed by the backend")
+        for pid in lab.spawned:
+            if _alive(pid):
+                left.append(f"process {pid} of lab {lab.prefix} still running")
+    return left
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """After every fixture is torn down: nothing of this session's labs may be left."""
+    if not CREATED:
+        return
+    try:
+        b = backends.get(session.config.getoption("--backend") or backends.default_name())
+    except LabError:
+        return
+    left = leftovers(b, CREATED.values())
+    if left:
+        print("\nscenarios: lab leftovers after the session:\n  " + "\n  ".join(left))
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")

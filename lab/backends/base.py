@@ -81,6 +81,7 @@ class Lab(abc.ABC):
         self.topology = topology
         self.prefix = prefix
         self._procs: list[subprocess.Popen] = []
+        self.spawned: list[int] = []  # every pid this handle started (tests check none survives)
 
     # ---- primitives every backend implements -------------------------------------------------
 
@@ -130,6 +131,7 @@ class Lab(abc.ABC):
         self.check_node(node)
         proc = self._spawn(node, list(argv), stdin=stdin, stdout=stdout, stderr=stderr, text=text, env=env)
         self._procs.append(proc)
+        self.spawned.append(proc.pid)
         return proc
 
     def exec(
@@ -274,6 +276,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def list(self) -> list[LabInfo]:
         """Every lab of this backend on the machine (found by prefix, not by memory)."""
+
+    def down(self, prefix: str) -> None:
+        """Remove one lab by prefix, also when only leftovers of a crashed run remain."""
+        self.attach(prefix).down()
 
     @abc.abstractmethod
     def down_all(self) -> list[str]:

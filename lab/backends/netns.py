@@ -272,6 +272,7 @@ class NetnsLab(Lab):
             self.segment_ns(segment), argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
         self._procs.append(proc)
+        self.spawned.append(proc.pid)
         return TcpdumpCapture(proc, path, self._stop_capture)
 
     def _stop_capture(self, proc: subprocess.Popen) -> None:

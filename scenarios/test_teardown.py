@@ -1,0 +1,84 @@
+"""Nothing of a lab outlives it: namespaces, veths, state files, processes — also after a crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from lab import topology
+from lab.run import Cell, Runner
+
+from .conftest import leftovers
+
+
+def _root_links() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+def test_down_leaves_nothing(backend, run_dir):
+    if backend.name != "netns":
+        pytest.skip("checks netns objects")
+    from lab.backends import netns
+
+    before = _root_links()
+    lab = backend.up(topology.load("fig1"))
+    names = lab.namespaces
+    assert all(os.path.exists(f"/run/netns/{n}") for n in names)
+    try:
+        with Runner(lab, run_dir / "teardown") as runner:  # servers, cut-in agents, capture, peers
+            result = runner.run(Cell("symmetric-sequential", "symmetric-sequential", "basic", cut_a=1))
+            assert result.outcome == "failed"
+        assert _root_links() == before, "the lab created interfaces in the root namespace"
+    finally:
+        lab.down()
+    lab.down()  # idempotent
+    assert not any(os.path.exists(f"/run/netns/{n}") for n in names)
+    assert lab.prefix not in netns.list_lab_namespaces()
+    assert not lab.state_file.exists()
+    assert leftovers(backend, [lab]) == []
+    assert _root_links() == before
+
+
+def test_down_by_prefix_after_a_crash(backend, tmp_path):
+    """A run killed with SIGKILL leaves namespaces and a process; down PREFIX finds them by name."""
+    if backend.name != "netns":
+        pytest.skip("checks netns objects")
+    from lab.backends import netns
+
+    script = textwrap.dedent("""
+        import sys, time
+        from lab import backends, topology
+        lab = backends.get("netns").up(topology.load("fig1"))
+        lab.popen("server", ["sleep", "60"])
+        print(lab.prefix, flush=True)
+        time.sleep(60)
+    """)
+    crashed = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                               cwd=os.path.dirname(os.path.dirname(__file__)))
+    prefix = crashed.stdout.readline().strip()
+    try:
+        assert prefix.startswith("d2p"), prefix
+        crashed.send_signal(signal.SIGKILL)
+        crashed.wait(5)
+        # Lose the state file too, as a crash during up could.
+        (netns.STATE_DIR / f"{prefix}.json").unlink(missing_ok=True)
+        left = netns.list_lab_namespaces().get(prefix, [])
+        assert left, "the crashed lab should have left namespaces behind"
+        assert any(i.prefix == prefix for i in backend.list())
+        sleepers = [p for pl in netns._pids_in(left).values() for p in pl]
+        assert sleepers, "the crashed lab's process should still run"
+    finally:
+        if crashed.poll() is None:
+            crashed.kill()
+        out = subprocess.run([sys.executable, "-m", "lab.cli", "down", prefix], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert prefix not in netns.list_lab_namespaces()
+    time.sleep(0.1)
+    assert all(not os.path.exists(f"/proc/{p}") or open(f"/proc/{p}/stat").read().split(") ")[1][0] == "Z"
+               for p in sleepers)
