@@ -11,10 +11,11 @@ order of the steps and :mod:`lab.report_draw` can draw the ladder.  Rules (docs/
   ``report`` is 7 from A, 13 from B; ``peer_report`` and ``punch`` carry their step in a field.
 * D2PT datagrams (magic ``b"D2PT"``): punch (type 1) from NAT-B is step 15, from NAT-A step 16;
   the punch reply (type 2) is step 17; data (3) and data acks (4) follow without a step.
-* With only the public segment captured, a punch is *dropped* at the far NAT when no punch reply
-  (step 17) later travels on that same port: a step-15 punch to NAT-A port p is dropped unless a
-  reply later goes to NAT-A port p; a step-16 punch to NAT-B port q unless a reply later comes
-  from NAT-B port q.
+* Drops (only the public segment is captured): when the cell names the NATs' profiles, the far
+  NAT's RFC 4787 filtering decides from what that NAT sent out before; otherwise a punch is
+  *dropped* when no punch reply (step 17) later travels on that same port (a step-15 punch to
+  NAT-A port p unless a reply later goes to p; a step-16 punch to NAT-B port q unless a reply
+  later comes from q).
 
 Inputs: the pcaps of a cell directory (``*.pcap``; UDP and TCP may be in separate files, they are
 merged by time) and :class:`Addresses` (NAT-A WAN, NAT-B WAN, the servers): from ``addresses.json``
@@ -57,6 +58,8 @@ class Addresses:
     nat_a: str
     nat_b: str
     servers: tuple[str, ...] = ()
+    #: side ("A"/"B") -> RFC 4787 filtering ("EIF"/"ADF"/"APDF") of that NAT, when the cell says.
+    filtering: dict = field(default_factory=dict, compare=False, hash=False)
 
     def side(self, ip: str) -> str | None:
         return {self.nat_a: "A", self.nat_b: "B"}.get(ip)
@@ -277,20 +280,41 @@ def _side_of(e: Event, addrs: Addresses) -> str | None:
 
 
 def _mark_drops(ladder: Ladder) -> None:
-    """Punches no reply follows on the same port died at the far NAT (public-segment-only rule)."""
+    """Mark the punches that died at the far NAT.
+
+    With the far NAT's filtering known (RFC 4787 §5, from the cell's profile) the NAT's own rule is
+    applied: a punch to (NAT, p) passes if NAT has a mapping at p (something left it from p) and the
+    filter lets the sender in (EIF: anyone; ADF: NAT sent to the sender's IP before; APDF: NAT sent
+    from p to the sender's IP and port before).  Unknown filtering: the public-segment-only rule —
+    delivered only if a punch reply (step 17) later travels on that same port.
+    """
     events = ladder.events
+    filtering = ladder.addresses.filtering
     for i, e in enumerate(events):
         if e.kind != "punch":
             continue
-        later = [r for r in events[i + 1:] if r.kind == "reply"]
-        if e.step == PUNCH_STEP["B"]:  # B -> NAT-A port p: delivered only if a reply later goes to p
-            delivered = any(r.dst == e.dst for r in later)
-            far = "NAT-A"
-        else:  # A -> NAT-B port q: delivered only if a reply later comes from q
-            delivered = any(r.src == e.dst for r in later)
-            far = "NAT-B"
+        far = "NAT-A" if e.step == PUNCH_STEP["B"] else "NAT-B"
+        rule = filtering.get(far[-1])
+        if rule:
+            delivered = _filter_passes(events[:i], events, e, rule)
+        else:
+            later = [r for r in events[i + 1:] if r.kind == "reply"]
+            delivered = (any(r.dst == e.dst for r in later) if far == "NAT-A"
+                         else any(r.src == e.dst for r in later))
         if not delivered:
             e.dropped_at, e.dst_lane = far, far
+
+
+def _filter_passes(before: list[Event], events: list[Event], punch: Event, rule: str) -> bool:
+    """RFC 4787 filtering of ``punch`` at its destination NAT, from what that NAT sent out."""
+    far_ip, port = punch.dst
+    if not any(e.src == (far_ip, port) for e in events):
+        return False  # no mapping on that port: nothing behind it to deliver to
+    if rule == "EIF":
+        return True
+    if rule == "ADF":
+        return any(e.src[0] == far_ip and e.dst[0] == punch.src[0] for e in before)
+    return any(e.src == (far_ip, port) and e.dst == punch.src for e in before)
 
 
 def _json(line: bytes) -> dict | None:
@@ -312,4 +336,18 @@ def ladder_of(cell_dir: Path) -> Ladder:
     if not pcaps:
         raise ReportError(f"{cell_dir}: no .pcap file")
     packets = read_packets(pcaps)
-    return classify(packets, load_addresses(cell_dir, packets))
+    addrs = load_addresses(cell_dir, packets)
+    addrs.filtering.update(_filtering_of(cell_dir))
+    return classify(packets, addrs)
+
+
+def _filtering_of(cell_dir: Path) -> dict:
+    """The NATs' filtering from the cell's profiles in result.json ({} when unknown)."""
+    from lab import nat
+
+    try:
+        cell = json.loads((cell_dir / "result.json").read_text()).get("cell") or {}
+        return {side: nat.parse_profile(cell[key]).filtering.name
+                for side, key in (("A", "nat_a"), ("B", "nat_b")) if cell.get(key)}
+    except (OSError, ValueError, KeyError, LabError):
+        return {}

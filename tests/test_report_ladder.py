@@ -176,3 +176,37 @@ def _read(cap, tmp_path):
     path = tmp_path / "x.pcap"
     wrpcap(str(path), cap.pkts)
     return rl.read_packets([path])
+
+
+def _eim_punches(tmp_path, filtering):
+    """B punches first (step 15) from its mapped port; A then punches back; B replies (EIM, delta 0)."""
+    cap = Capture()
+    cap.udp((NAT_A, XA), (SERVER, 3478), bytes(stun.binding_request()))
+    cap.udp((NAT_B, XB), (SERVER, 3478), bytes(stun.binding_request()))
+    cap.d2pt((NAT_B, XB), (NAT_A, XA), Kind.PUNCH, 1)
+    cap.d2pt((NAT_A, XA), (NAT_B, XB), Kind.PUNCH, 1)
+    cap.d2pt((NAT_B, XB), (NAT_A, XA), Kind.REPLY, 1)
+    addrs = rl.Addresses(NAT_A, NAT_B, (SERVER,), filtering=filtering)
+    return [(e.step, e.dropped_at) for e in rl.classify(_read(cap, tmp_path), addrs).events if e.kind == "punch"]
+
+
+@pytest.mark.parametrize("filtering, expected", [
+    ({"A": "APDF", "B": "APDF"}, [(15, "NAT-A"), (16, None)]),  # B's first punch hits a closed filter
+    ({"A": "ADF", "B": "APDF"}, [(15, "NAT-A"), (16, None)]),  # NAT-A never sent to NAT-B's address
+    ({"A": "EIF", "B": "APDF"}, [(15, None), (16, None)]),  # full cone: the mapping accepts anyone
+    ({}, [(15, None), (16, None)]),  # unknown filtering: the reply on that port says delivered
+])
+def test_drops_follow_the_far_nats_filtering(tmp_path, filtering, expected):
+    assert _eim_punches(tmp_path, filtering) == expected
+
+
+def test_punch_to_a_port_without_mapping_is_dropped_even_by_a_full_cone(tmp_path):
+    cap = Capture()
+    cap.d2pt((NAT_B, XB), (NAT_A, XA + 7), Kind.PUNCH, 1)
+    addrs = rl.Addresses(NAT_A, NAT_B, (SERVER,), filtering={"A": "EIF"})
+    assert [e.dropped_at for e in rl.classify(_read(cap, tmp_path), addrs).events] == ["NAT-A"]
+
+
+def test_filtering_read_from_the_cells_profiles(cell):
+    (cell / "result.json").write_text(json.dumps({"cell": {"nat_a": "full-cone", "nat_b": "symmetric-random"}}))
+    assert rl.ladder_of(cell).addresses.filtering == {"A": "EIF", "B": "APDF"}
