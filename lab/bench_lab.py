@@ -1,0 +1,207 @@
+"""The bench parts that need the lab (root): bring-up/teardown, time to direct path, packets per success,
+and direct vs TURN-relayed path (:mod:`lab.bench_path`).
+
+Everything runs through the lab engineer's API (:mod:`lab.backends`, :class:`lab.run.Runner`), so
+the numbers are those of the scenario runner: one cell = fresh NAT mappings, a capture, two ``dp2pt``
+peer processes.  Time to direct path is the peers' own ``time_to_direct_ms`` (both logged in → first
+direct datagram, docs/CONTRACT.md): B's figure (B starts the session), A's when B has none.
+Budgets are counts, and each part stops at its time budget too.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+TOPOLOGY = "fig1"
+#: The default NAT pair of the time-to-direct runs: port-restricted cones (common home routers).
+DEFAULT_PAIR = ("port-restricted-cone", "port-restricted-cone")
+VARIANTS = ("basic", "simplified", "improved")
+#: NAT pairs for packets-per-success (a few runs each): easy to hard.
+PAIRS = (("full-cone", "full-cone"), ("port-restricted-cone", "port-restricted-cone"),
+         ("symmetric-sequential", "port-restricted-cone"), ("symmetric-sequential", "symmetric-sequential"),
+         ("symmetric-random", "port-restricted-cone"))
+PAIR_RUNS = 2
+UPDOWN_RUNS = 3
+TTD_BUDGET_S = 450.0  # time budget of all time-to-direct runs
+PAIRS_BUDGET_S = 60.0
+DOCKER_BUDGET_S = 180.0
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of ``values``; None when empty."""
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
+
+
+def bring_up_down(backend_name: str, runs: int) -> dict:
+    """Seconds to bring the default topology up and to tear it down (median of ``runs``)."""
+    from lab import backends, topology
+
+    b = backends.get(backend_name)
+    b.check()
+    topo = topology.load(TOPOLOGY)
+    ups, downs = [], []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        lab = b.up(topo)
+        ups.append(time.monotonic() - t0)
+        t0 = time.monotonic()
+        lab.down()
+        downs.append(time.monotonic() - t0)
+    return {"backend": backend_name, "runs": runs, "up_s": round(statistics.median(ups), 3),
+            "down_s": round(statistics.median(downs), 3)}
+
+
+def _ttd(result) -> float | None:
+    for side in (result.b, result.a):
+        v = side.get("time_to_direct_ms")
+        if isinstance(v, (int, float)):
+            return float(v)
+    return None
+
+
+def _packets(result) -> int:
+    return sum(int(side.get("packets_sent") or 0) for side in (result.a, result.b))
+
+
+def traversal(lab, run_dir: Path, runs: int, progress) -> dict:
+    """Time to direct path per variant (``runs`` each, default pair) and packets per success per pair."""
+    from lab.run import Cell, Runner
+
+    out: dict = {"pair": list(DEFAULT_PAIR), "variants": {}, "pairs": []}
+    with Runner(lab, run_dir) as runner:
+        for variant in VARIANTS:
+            cell = Cell(*DEFAULT_PAIR, variant=variant)
+            times, ok, packets, n = [], 0, 0, 0
+            deadline = time.monotonic() + TTD_BUDGET_S / len(VARIANTS)
+            while n < runs and time.monotonic() < deadline:
+                r = runner.run(cell)
+                n += 1
+                progress(f"{variant} {n}/{runs}")
+                if r.outcome == "direct":
+                    ok += 1
+                    packets += _packets(r)
+                    t = _ttd(r)
+                    if t is not None:
+                        times.append(t)
+            out["variants"][variant] = {
+                "runs": n, "direct": ok, "median_ms": _r(statistics.median(times) if times else None),
+                "p99_ms": _r(percentile(times, 99)), "packets_per_success": _r(packets / ok if ok else None)}
+        deadline = time.monotonic() + PAIRS_BUDGET_S
+        for nat_a, nat_b in PAIRS:
+            for variant in VARIANTS:
+                if time.monotonic() > deadline:
+                    break
+                ok = packets = 0
+                for _ in range(PAIR_RUNS):
+                    r = runner.run(Cell(nat_a, nat_b, variant=variant))
+                    packets += _packets(r)
+                    ok += r.outcome == "direct"
+                progress(f"pairs {nat_a}/{nat_b} {variant}")
+                out["pairs"].append({"nat_a": nat_a, "nat_b": nat_b, "variant": variant, "runs": PAIR_RUNS,
+                                     "direct": ok, "packets_sent": packets,
+                                     "packets_per_success": _r(packets / ok if ok else None)})
+    return out
+
+
+def _r(v):
+    return None if v is None else round(v, 1)
+
+
+def run(results: dict, runs: int) -> None:
+    """Fill ``results`` (see :mod:`lab.bench`) with the lab parts; each part that cannot run says why."""
+    from lab import backends, topology
+    from lab.errors import LabError
+    from lab.run import new_run_dir
+
+    skipped = results.setdefault("skipped", {})
+    rows = results.setdefault("lab_rows", [])
+    say = _printer()
+    try:
+        backends.get("netns").check()
+    except LabError as exc:
+        skipped["lab benchmarks (netns)"] = f"netns lab unavailable: {exc}"
+        return
+    say("bring-up/teardown (netns)")
+    updown = results["updown"] = {"netns": bring_up_down("netns", UPDOWN_RUNS)}
+    run_dir = new_run_dir(Path("runs")) / "bench"
+    lab = backends.get("netns").up(topology.load(TOPOLOGY))
+    try:
+        say("time to direct path")
+        trav = results["traversal"] = traversal(lab, run_dir, runs, say)
+        try:
+            from lab import bench_path
+            say("direct vs TURN relay")
+            results["path"] = bench_path.bench(lab)
+        except (ImportError, LabError, OSError, RuntimeError) as exc:
+            skipped["direct vs TURN relay"] = str(exc)
+    finally:
+        lab.down()
+    if _docker_ok():
+        say("bring-up/teardown (docker)")
+        try:
+            updown["docker"] = bring_up_down("docker", 1)
+        except (LabError, OSError, RuntimeError) as exc:
+            skipped["docker bring-up"] = str(exc).splitlines()[0][:200]
+    else:
+        skipped["docker bring-up"] = "Docker backend unavailable"
+    skipped["time to direct (docker)"] = "not run: only the netns backend is measured for traversal"
+    rows.extend(table_rows(results))
+
+
+def _docker_ok() -> bool:
+    from lab import backends
+    from lab.errors import LabError
+
+    try:
+        backends.get("docker").check()
+        return True
+    except (LabError, ImportError, OSError):
+        return False
+
+
+def table_rows(results: dict) -> list[list[str]]:
+    """Markdown rows (Benchmark | dp2pt | Reference | Ratio | Notes) of the lab parts."""
+    rows = []
+    pair = "/".join(results.get("traversal", {}).get("pair", []))
+    for v, d in results.get("traversal", {}).get("variants", {}).items():
+        rows.append([f"Time to direct path, {v} (netns, {pair})", f"median {d['median_ms']} ms, p99 {d['p99_ms']} ms",
+                     "", "", f"{d['direct']}/{d['runs']} direct; {d['packets_per_success']} packets sent per success"])
+    for p in results.get("traversal", {}).get("pairs", []):
+        rows.append([f"Packets per success, {p['variant']}, {p['nat_a']} × {p['nat_b']}",
+                     str(p["packets_per_success"] if p["packets_per_success"] is not None else "no success"),
+                     "", "", f"{p['direct']}/{p['runs']} direct, {p['packets_sent']} packets sent"])
+    for name, d in results.get("updown", {}).items():
+        rows.append([f"Lab bring-up / teardown ({name}, {TOPOLOGY})", f"{d['up_s']} s / {d['down_s']} s", "", "",
+                     f"median of {d['runs']}"])
+    path = results.get("path")
+    if path:
+        rows.extend(path_rows(path))
+    return rows
+
+
+def path_rows(path: dict) -> list[list[str]]:
+    d, r = path["direct"], path["relay"]
+    return [
+        ["Datagrams/s A→B→A, direct vs TURN relay", f"{d['rate']:,.0f}", f"{r['rate']:,.0f} (coturn relay)",
+         f"{path['rate_ratio']}", f"{d['count']} echoes, window {path['window']}, same NATs ({path['pair']})"],
+        ["Round trip A↔B, direct vs TURN relay", f"median {d['rtt_median_ms']} ms, p99 {d['rtt_p99_ms']} ms",
+         f"median {r['rtt_median_ms']} ms, p99 {r['rtt_p99_ms']} ms", f"{path['rtt_ratio']}",
+         "one datagram in flight; lab links have no added delay"],
+    ]
+
+
+def _printer():
+    """Progress on stderr (rich when available): long runs say where they are."""
+    import sys
+
+    t0 = time.monotonic()
+
+    def say(msg: str) -> None:
+        print(f"[bench {time.monotonic() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    return say
