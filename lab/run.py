@@ -149,6 +149,10 @@ class Runner:
             try:
                 line = wait_for_line(proc, lambda l: '"ready"' in l, 5.0)
             except TimeoutError:
+                try:
+                    proc.wait(timeout=1.0)  # it closed its output: let it exit, then read why
+                except subprocess.TimeoutExpired:
+                    pass
                 err = proc.stderr.read() if proc.poll() is not None else ""
                 if "in use" in err.lower():
                     from lab.errors import PortInUse

@@ -1,0 +1,84 @@
+"""The lab's own tools on a real lab: cut-in modes seen by the NAT, clear errors, NAT reset."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lab import nat, traffic
+from lab.errors import PortInUse
+from lab.run import Runner
+
+
+def _mapped_ports(lab, router: str, sink: str) -> list[int]:
+    out = lab.conntrack_dump(router)
+    ports = []
+    for line in out.splitlines():
+        if f"dst={sink}" in line and "dport=9 " in line:
+            ports.append(int(line.rsplit("dport=", 1)[1].split()[0]))
+    return sorted(ports)
+
+
+@pytest.mark.parametrize("mode, flows", [("count", 5), ("rate", 10), ("poisson", 10)])
+def test_cut_in_flows_each_take_the_next_sequential_port(lab_fig1, mode, flows):
+    lab = lab_fig1
+    prof = lab.configure_nat("nat-a", "symmetric-sequential:delta=2")
+    agent = traffic.TrafficAgent(lab, "noise-a").start()
+    try:
+        agent.arm(traffic.plan_for(lab, "noise-a", flows, mode=mode, rate=200.0, seed=1))
+        rep = agent.result(10)
+    finally:
+        agent.stop()
+    assert rep["event"] == "done" and rep["sent"] == flows
+    if mode != "count":
+        assert rep["flows"][-1]["t"] > 0  # spread in time, not a burst
+    sink = lab.topology.address("sink")
+    assert _mapped_ports(lab, "nat-a", sink) == nat.sequential_slots(prof)[:flows]
+
+
+def test_nat_reload_resets_the_allocator(lab_fig1):
+    lab = lab_fig1
+    sink = lab.topology.address("sink")
+    for _ in range(2):
+        lab.configure_nat("nat-a", "symmetric-sequential")
+        agent = traffic.TrafficAgent(lab, "noise-a").start()
+        try:
+            agent.arm(traffic.plan_for(lab, "noise-a", 2))
+            agent.result(5)
+        finally:
+            agent.stop()
+        assert _mapped_ports(lab, "nat-a", sink) == [20000, 20001]
+
+
+def test_port_in_use_is_a_clear_error(lab_fig1, run_dir):
+    lab = lab_fig1
+    hog = lab.popen("server", [sys.executable, "-c",
+                               "import socket,time; s=socket.socket(); s.bind(('198.51.100.10',7000)); s.listen();"
+                               " print('bound', flush=True); time.sleep(30)"])
+    try:
+        assert hog.stdout.readline().strip() == "bound"
+        with pytest.raises(PortInUse, match="already in use"):
+            Runner(lab, run_dir / "port-in-use").start()
+        out = subprocess.run([sys.executable, "-m", "lab.cli", "run", "--lab", lab.prefix, "--nat-a",
+                              "full-cone", "--nat-b", "full-cone", "--run-dir", str(run_dir / "cli")],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 4
+        assert out.stderr.strip().startswith("dp2pt-lab: error:") and "in use" in out.stderr
+        assert "Traceback" not in out.stderr
+    finally:
+        lab.stop(hog)
+
+
+def test_exec_unknown_node_is_a_clear_error(lab_fig1):
+    out = subprocess.run([sys.executable, "-m", "lab.cli", "exec", "--lab", lab_fig1.prefix, "c", "--", "true"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown node 'c'" in out.stderr
+
+
+def test_exec_runs_inside_the_node(lab_fig1):
+    out = subprocess.run([sys.executable, "-m", "lab.cli", "exec", "--lab", lab_fig1.prefix, "nat-a", "--",
+                          sys.executable, "-c", "import socket; print(sorted(n for _, n in socket.if_nameindex()))"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "['eth0', 'eth1', 'lo']"
