@@ -48,3 +48,26 @@ def test_markdown_names_the_machine_and_the_ratio():
 def test_bad_part_is_a_user_error(capsys):
     assert bench.main(["--parts", "nope", "--out", "/tmp/x.json"]) == 2
     assert "unknown part" in capsys.readouterr().err
+
+
+def test_percentile_nearest_rank():
+    from lab.bench_lab import percentile
+
+    values = list(range(1, 101))
+    assert percentile(values, 50) == 50 and percentile(values, 99) == 99 and percentile(values, 100) == 100
+    assert percentile([], 99) is None
+
+
+def test_lab_rows_name_variants_pairs_and_ratios():
+    from lab.bench_lab import table_rows
+
+    results = {"traversal": {"pair": ["a", "b"], "variants": {"basic": {"runs": 100, "direct": 100, "median_ms": 5.0,
+               "p99_ms": 9.0, "packets_per_success": 13.0}}, "pairs": [{"nat_a": "a", "nat_b": "b", "variant": "basic",
+               "runs": 2, "direct": 0, "packets_sent": 30, "packets_per_success": None}]},
+               "updown": {"netns": {"up_s": 0.9, "down_s": 0.03, "runs": 3}},
+               "path": {"pair": "a/b", "window": 16, "rate_ratio": 1.1, "rtt_ratio": 0.9,
+                        "direct": {"rate": 3000.0, "count": 2000, "rtt_median_ms": 0.3, "rtt_p99_ms": 1.0},
+                        "relay": {"rate": 2700.0, "count": 2000, "rtt_median_ms": 0.33, "rtt_p99_ms": 1.2}}}
+    text = "\n".join(" | ".join(r) for r in table_rows(results))
+    assert "median 5.0 ms, p99 9.0 ms" in text and "no success" in text and "0.9 s / 0.03 s" in text
+    assert "1.1" in text and "0.9" in text
