@@ -10,6 +10,7 @@ Budgets are counts, and each part stops at its time budget too.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
+    return s[min(len(s), max(1, math.ceil(q / 100 * len(s)))) - 1]
 
 
 def bring_up_down(backend_name: str, runs: int) -> dict:
