@@ -5,6 +5,7 @@
 #   make lab-down         remove every container, network and host rule of the lab
 #   make lab-shell NODE=peer-a
 #   make bench-docker     time the Docker bring-up (images built)
+#   make test-docker      the Docker tests, then the whole scenario matrix on the Docker backend
 BASE_IMAGE ?= dp2pt/base:bookworm
 LAB_BASE   ?= $(BASE_IMAGE)
 NODE_IMAGE ?= dp2pt/node:latest
@@ -32,4 +33,5 @@ bench-docker: lab-image
 	@$(PYTHON) images/bench.py
 
 test-docker: lab-image
-	$(PYTEST) -q tests/test_docker*.py scenarios/test_docker*.py
+	$(PYTEST) -q tests/test_docker_units.py tests/test_docker_lab.py scenarios/test_docker_parity.py
+	$(PYTEST) -q scenarios/test_matrix.py --backend docker
