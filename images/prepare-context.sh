@@ -2,7 +2,7 @@
 # Prepare the build context of the lab image in images/.build/ on the host, where PyPI is reachable,
 # so that `docker build` itself needs no network:
 #   .build/wheels/   third-party wheels for CPython 3.11 (cached: refreshed only when requirements.txt changes)
-#   .build/project/  a wheel of this working tree (rebuilt every time, from a clean copy of the tree)
+#   .build/project/  this working tree's dp2pt/ and lab/, and its console scripts (copied every time)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(cd .. && pwd)
@@ -22,11 +22,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# Build from a copy holding only tracked and non-ignored files: no stale build/ in the shared tree.
-src=$(mktemp -d)
-trap 'rm -rf "$src"' EXIT
-(cd "$ROOT" && git ls-files -z -co --exclude-standard -- pyproject.toml README.md dp2pt lab \
-   | xargs -0 cp --parents -t "$src")
-rm -f "$OUT"/project/*.whl
-"$PY" -m pip wheel -q --no-deps -w "$OUT/project" "$src" >/dev/null \
-  || die "building the project wheel failed (try: $PY -m pip wheel --no-deps $ROOT)"
+# The project goes in as a copy of the working tree (tracked and non-ignored files) on the image's
+# sys.path, with its console scripts written from pyproject.toml: no wheel build, so no build
+# backend to fetch, and a rebuild after a code change costs only the last image layer.
+rm -rf "$OUT/project"
+dest="$(pwd)/$OUT/project/src"
+mkdir -p "$dest"
+(cd "$ROOT" && git ls-files -z -co --exclude-standard -- dp2pt lab | xargs -0 cp --parents -t "$dest") \
+  || die "copying the project into the build context failed"
+"$PY" - "$ROOT/pyproject.toml" > "$OUT/project/entry-points" <<'PYEOF' || die "cannot read [project.scripts] from pyproject.toml"
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    for name, target in tomllib.load(f)["project"]["scripts"].items():
+        print(name, target)
+PYEOF

@@ -426,6 +426,22 @@ def lab_prefixes(client) -> set[str]:
     return {p for p in found if p}
 
 
+#: In a checkout, the node image is rebuilt from the working tree when its sources changed.
+BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "images" / "build-node.sh"
+
+
+def refresh_image() -> None:
+    """Rebuild the default node image if the working tree changed since it was built (a no-op, in
+    milliseconds, when it did not): a Docker lab must never run yesterday's protocol code.
+    Skipped outside a checkout (an installed package) and for a non-default image tag."""
+    if not BUILD_SCRIPT.exists() or "DP2PT_NODE_IMAGE" in os.environ or not (BUILD_SCRIPT.parents[1] / ".git").exists():
+        return
+    done = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["?"])[-1]
+        raise EnvironmentProblem(f"the node image could not be rebuilt: {tail}")
+
+
 def unavailable_reason(image: str | None = IMAGE) -> str | None:
     """Why Docker labs cannot run here (one line, for pytest skips), or None when they can."""
     if os.geteuid() != 0:
@@ -453,6 +469,7 @@ class DockerBackend(Backend):
 
     def __init__(self) -> None:
         self._client = None
+        self._image_checked = False
 
     @property
     def client(self):
@@ -468,6 +485,9 @@ class DockerBackend(Backend):
         if shutil.which("docker") is None:
             raise MissingTool("docker: command not found (apt-get install docker.io, or make setup)")
         client = self.client
+        if not self._image_checked:
+            refresh_image()
+            self._image_checked = True
         try:
             client.api.inspect_image(IMAGE)
         except Exception:
