@@ -11,8 +11,8 @@ BASE=${LAB_BASE:-dp2pt/base:bookworm}
 die() { echo "lab-image: $*" >&2; exit 1; }
 
 docker info >/dev/null 2>&1 || die "no Docker engine answers (run: make setup, or start dockerd)"
-digest=$( { echo "$BASE"; cd .. && git ls-files -z -co --exclude-standard -- pyproject.toml README.md dp2pt lab images \
-          | xargs -0 sha256sum; } | sha256sum | cut -c1-16)
+digest=$( { echo "$BASE"; bash list-sources.sh pyproject.toml dp2pt lab images | (cd .. && xargs -0 sha256sum); } \
+         | sha256sum | cut -c1-16)
 have=$(docker image inspect -f '{{index .Config.Labels "dp2pt.source"}}' "$IMAGE" 2>/dev/null || true)
 if [ -z "${FORCE:-}" ] && [ "$have" = "$digest" ]; then
   echo "lab-image: $IMAGE is up to date"

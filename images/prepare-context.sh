@@ -28,7 +28,7 @@ fi
 rm -rf "$OUT/project"
 dest="$(pwd)/$OUT/project/src"
 mkdir -p "$dest"
-(cd "$ROOT" && git ls-files -z -co --exclude-standard -- dp2pt lab | xargs -0 cp --parents -t "$dest") \
+(bash list-sources.sh dp2pt lab | (cd "$ROOT" && xargs -0 cp --parents -t "$dest")) \
   || die "copying the project into the build context failed"
 "$PY" - "$ROOT/pyproject.toml" > "$OUT/project/entry-points" <<'PYEOF' || die "cannot read [project.scripts] from pyproject.toml"
 import sys, tomllib
