@@ -27,9 +27,17 @@ def test_sequential_counter_is_shared_by_all_lan_hosts_and_steps_by_delta():
     assert n.outbound(HOST, R2) == 20004
 
 
-def test_sequential_wraps_inside_the_range_and_skips_ports_in_use():
+def test_sequential_wraps_inside_the_range():
     n = nat(first_port=65534, port_min=1024, port_max=65535)
     assert [n.outbound(HOST, r) for r in (R1, R2, R3)] == [65534, 65535, 1024]
+
+
+def test_a_wrapped_port_is_shared_by_mappings_to_different_remotes_and_each_filters_its_own():
+    n = nat(first_port=2000, port_min=2000, port_max=2002)
+    r4 = ("192.0.2.3", 1000)
+    assert [n.outbound(HOST, r) for r in (R1, R2, R3)] + [n.outbound(OTHER_HOST, r4)] == [2000, 2001, 2002, 2000]
+    assert n.inbound(R1, 2000) == HOST
+    assert n.inbound(r4, 2000) == OTHER_HOST
 
 
 def test_endpoint_independent_mapping_keeps_one_port_per_internal_endpoint():

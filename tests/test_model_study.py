@@ -52,3 +52,37 @@ def test_unknown_schedule_fails_before_any_work(tmp_path):
         with pytest.raises(ConfigError):
             args.func(args)
     assert not (tmp_path / "out").exists()
+
+
+def test_model_nat_mirrors_the_lab_profiles():
+    from dp2pt.model.nat import Allocation, Filtering, Mapping
+    from lab import nat
+
+    seq = study.model_nat(nat.parse_profile("symmetric-sequential:delta=2"))
+    assert (seq.mapping, seq.filtering, seq.allocation, seq.delta) == (
+        Mapping.APDM, Filtering.APDF, Allocation.SEQUENTIAL, 2)
+    slots = nat.sequential_slots(nat.parse_profile("symmetric-sequential:delta=2"))
+    assert seq.first_port == slots[0] and (seq.port_max - seq.port_min + 1) == len(slots) * 2
+    cone = study.model_nat(nat.parse_profile("full-cone"))
+    assert (cone.mapping, cone.filtering, cone.allocation) == (Mapping.EIM, Filtering.EIF, Allocation.PRESERVE)
+    rnd = study.model_nat(nat.parse_profile("symmetric-random"))
+    assert (rnd.port_min, rnd.port_max) == nat.RANDOM_RANGE
+
+
+def test_model_nat_wraps_where_the_lab_numgen_map_wraps():
+    import random
+
+    from dp2pt.model.nat import Nat
+    from lab import nat
+
+    profile = nat.parse_profile("symmetric-sequential:delta=2")
+    router = Nat(study.model_nat(profile), "198.51.100.1", random.Random(0))
+    slots = nat.sequential_slots(profile)
+    ports = [router.outbound(("10.1.0.10", 4000), ("192.0.2.1", p)) for p in range(len(slots) + 1)]
+    assert ports == slots + [slots[0]]
+
+
+@pytest.mark.parametrize("p,n,interval", [(0.5, 10, (2, 8)), (0.8, 200, (149, 171)), (1.0, 30, (30, 30)),
+                                          (0.0, 30, (0, 0))])
+def test_prediction_interval_is_the_central_binomial_range(p, n, interval):
+    assert study.prediction_interval(p, n) == interval

@@ -151,10 +151,9 @@ class Nat:
         return self._sequential()
 
     def _sequential(self) -> int:
+        """The counter's port, even if a mapping to another destination holds it (as nf_nat does:
+        only the whole 5-tuple must be unique)."""
         cfg = self.config
-        span = cfg.port_max - cfg.port_min + 1
-        while True:
-            port = self._next
-            self._next = (self._next - cfg.port_min + cfg.delta) % span + cfg.port_min
-            if port not in self._by_port:
-                return port
+        port = self._next
+        self._next = (self._next - cfg.port_min + cfg.delta) % (cfg.port_max - cfg.port_min + 1) + cfg.port_min
+        return port
