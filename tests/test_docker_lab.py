@@ -150,7 +150,19 @@ def test_up_refuses_a_prefix_in_use_and_bad_prefixes(lab):
         backend.up(lab.topology, prefix="Bad!")
 
 
-def test_make_lab_up_runs_a_traversal_and_lab_down_leaves_nothing(node_image):
+@pytest.fixture
+def compose_lab_free():
+    """The compose lab has fixed names: never tear down a user's lab, serialise concurrent runs."""
+    import fcntl
+
+    with open("/tmp/dp2pt-compose-lab.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if leftovers("compose"):
+            pytest.skip("a compose lab (make lab-up) is running here; make lab-down to run this test")
+        yield
+
+
+def test_make_lab_up_runs_a_traversal_and_lab_down_leaves_nothing(node_image, compose_lab_free):
     labctl = [sys.executable, str(ROOT / "images" / "labctl.py")]
     try:
         up = subprocess.run([*labctl, "up"], capture_output=True, text=True, timeout=120)
