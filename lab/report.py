@@ -48,15 +48,13 @@ def load_result(cell: Path) -> dict:
 
 
 def success_matrix(results: list[dict]) -> dict[str, dict[tuple[str, str], tuple[int, int]]]:
-    """variant -> (NAT-A profile, NAT-B profile) -> (direct outcomes, runs)."""
+    """variant -> (NAT-A profile, NAT-B profile) -> (direct outcomes, runs), all cut-ins and k pooled."""
     counts: dict = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for r in results:
         cell = r.get("cell") or {}
         if not cell:
             continue
-        variant = cell.get("variant", "?") + (f" k={cell['k']}" if cell.get("k") else "")
-        if cell.get("cut_a") or cell.get("cut_b"):
-            variant += f" cut {cell.get('cut_a', 0)}/{cell.get('cut_b', 0)}"
+        variant = cell.get("variant", "?")  # cut-ins and k are pooled: a panel per variant stays readable
         c = counts[variant][(cell.get("nat_a", "?"), cell.get("nat_b", "?"))]
         c[0] += r.get("outcome") == "direct"
         c[1] += 1

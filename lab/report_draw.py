@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from lab.report_ladder import LANES, Ladder  # noqa: E402
 
+PANELS_PER_ROW = 2
 MAX_ARROWS = 120  # a ladder taller than this is unreadable; the rest is summarised in the title
 ROW_HEIGHT = 0.28  # inches per arrow
 COLORS = {"control": "tab:blue", "stun": "tab:green", "punch": "tab:orange", "reply": "tab:red",
@@ -65,9 +66,14 @@ def draw_heatmap(matrix: dict[str, dict[tuple[str, str], tuple[int, int]]], out:
     profiles_b = sorted({b for v in matrix.values() for _, b in v})
     w = 1.2 + 0.9 * max(len(profiles_b), 1)
     h = 1.2 + 0.6 * max(len(profiles_a), 1)
-    fig, axes = plt.subplots(1, len(variants), figsize=(w * len(variants), h), squeeze=False)
+    ncols = min(len(variants), PANELS_PER_ROW)
+    nrows = -(-len(variants) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(variants):]:
+        ax.axis("off")
     image = None
-    for ax, variant in zip(axes[0], variants):
+    for ax, variant in zip(flat, variants):
         cells = matrix.get(variant, {})
         grid = [[_rate(cells.get((a, b))) for b in profiles_b] for a in profiles_a]
         image = ax.imshow(grid or [[float("nan")]], vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
@@ -79,11 +85,11 @@ def draw_heatmap(matrix: dict[str, dict[tuple[str, str], tuple[int, int]]], out:
         ax.set_xticks(range(len(profiles_b)), profiles_b, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(profiles_a)), profiles_a, fontsize=7)
         ax.set_xlabel("NAT-B profile")
-        if ax is axes[0][0]:
+        if ax in list(axes[:, 0]):
             ax.set_ylabel("NAT-A profile")
         ax.set_title(variant)
     if image is not None:
-        fig.colorbar(image, ax=list(axes[0]), label="direct path rate", shrink=0.8)
+        fig.colorbar(image, ax=flat, label="direct path rate", shrink=0.8)
     return _save(fig, out)
 
 
