@@ -16,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "images"))
 RUNS = 3
 GOAL_S = 5.0
 
@@ -56,6 +57,11 @@ def main() -> int:
     if reason:
         print(f"bench-docker: error: {reason}", file=sys.stderr)
         return 3
+    from labctl import leftovers
+
+    if leftovers():
+        print("bench-docker: error: the compose lab is up (make lab-down first; the bench recreates it)", file=sys.stderr)
+        return 4
     ups, downs = backend_updown()
     composed = compose_up()
     med = {"backend_up_s": statistics.median(ups), "backend_down_s": statistics.median(downs),

@@ -67,10 +67,10 @@ def compose_cmd() -> list[str]:
     raise LabCtlError("no compose tool: apt-get install docker-compose (or the docker compose plugin)", 3)
 
 
-def compose(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def compose(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     tool = compose_cmd()
     argv = tool + ["-p", PROJECT, "-f", str(COMPOSE_FILE), *args]
-    done = subprocess.run(argv, capture_output=True, text=True)
+    done = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, **(env or {})))
     if check and done.returncode != 0:
         lines = [l for l in done.stderr.strip().splitlines() if l.strip()]
         raise LabCtlError(f"{' '.join(tool)} {args[0]} failed: {lines[-1] if lines else done.returncode}")
@@ -125,11 +125,11 @@ def up(args: argparse.Namespace) -> int:
     preflight()
     nat_a = os.environ.get("NAT_A", "symmetric-sequential")
     nat_b = os.environ.get("NAT_B", "port-restricted-cone")
-    _check_profiles(nat_a, nat_b)
+    env = {**profile_env("A", nat_a), **profile_env("B", nat_b)}
     start = time.monotonic()
     dockerlab.remove_host_rules(LAB)
     dockerlab.allow_bridges(LAB, BRIDGES)
-    compose("up", "-d", "--no-build", "--remove-orphans")
+    compose("up", "-d", "--no-build", "--remove-orphans", env=env)
     waited = wait_ready()
     say(f"up in {time.monotonic() - start:.1f}s (ready after {waited:.1f}s): nat-a={nat_a} nat-b={nat_b}, "
         f"{len(NODES)} containers")
@@ -144,15 +144,21 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_profiles(*names: str) -> None:
+def profile_env(side: str, name: str) -> dict[str, str]:
+    """compose.yaml's variables for one router: its profile and the conntrack timeouts it needs
+    (set through compose's ``sysctls``: the router cannot write /proc/sys itself)."""
     from lab import nat
     from lab.errors import LabError
 
-    for name in names:
-        try:
-            nat.parse_profile(name)
-        except LabError as exc:
-            raise LabCtlError(str(exc), 2) from None
+    try:
+        values = nat.conntrack_sysctls(nat.parse_profile(name))
+    except LabError as exc:
+        raise LabCtlError(str(exc), 2) from None
+    return {
+        f"NAT_{side}": name,
+        f"NAT_{side}_UDP_TIMEOUT": str(values["net.netfilter.nf_conntrack_udp_timeout"]),
+        f"NAT_{side}_UDP_STREAM_TIMEOUT": str(values["net.netfilter.nf_conntrack_udp_timeout_stream"]),
+    }
 
 
 def traversal() -> tuple[dict, str]:
