@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import random
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dp2pt.errors import Dp2ptError
-from dp2pt.model.cutins import FixedCutIns, PoissonCutIns
+from dp2pt.model.cutins import Arrivals, FixedCutIns, PoissonCutIns
 from dp2pt.model.estimate import Estimate, success_probability, wilson
 from dp2pt.model.exchange import Network, run_exchange
 from dp2pt.model.nat import Allocation, Filtering, Mapping, NatConfig
@@ -290,12 +292,85 @@ def poisson_plan(lab: "Lab", peer: str, stun: tuple[str, int], rate_per_ms: floa
 
 @dataclass(frozen=True)
 class LabOutcome:
-    """One lab exchange: the peers' verdict and result lines, and the cut-in agents' reports."""
+    """One lab exchange: the peers' verdict and result lines, the cut-in agents' reports, and the
+    order in which each NAT allocated its mappings (:func:`allocation_order`)."""
 
     ok: bool
     a: dict
     b: dict
     cutins: dict
+    order_a: tuple[str | None, ...] = ()
+    order_b: tuple[str | None, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str)
+
+
+_CONNTRACK_UDP = re.compile(r"udp .*?src=(\S+) dst=(\S+) sport=\d+ dport=(\d+) .*?src=\S+ dst=\S+ sport=\d+ dport=(\d+)")
+
+
+def allocation_order(conntrack_text: str, peer_ip: str) -> tuple[str | None, ...]:
+    """A sequential NAT's UDP mappings in the order it allocated them (ascending mapped port; the lab
+    reloads the allocator per run and a run stays far below its 1000 slots, so nothing wraps): the
+    peer's flows as their destination "ip:port", other hosts' flows (cut-ins) as None."""
+    flows = []
+    for line in conntrack_text.splitlines():
+        m = _CONNTRACK_UDP.search(line)
+        if m:
+            src, dst, dport, mapped = m.groups()
+            flows.append((int(mapped), f"{dst}:{dport}" if src == peer_ip else None))
+    return tuple(dest for _, dest in sorted(flows, key=lambda f: f[0]))
+
+
+def _read_orders(runner: "Runner", result: "CellResult") -> tuple[tuple, tuple]:
+    topo = runner.lab.topology
+    orders = []
+    for peer in topo.by_role("peer")[:2]:
+        text = (result.dir / f"conntrack-{topo.router_of(peer)}.txt").read_text()
+        orders.append(allocation_order(text, topo.address(peer)))
+    return orders[0], orders[1]
+
+
+def replay_arrivals(order: tuple[str | None, ...], flow_times: list[float]) -> tuple[float, ...]:
+    """Cut-in times that reproduce a realized order: each cut-in just before the peer flow after it.
+
+    Args:
+        order: :func:`allocation_order` of one NAT.
+        flow_times: when the model sends each of the peer's flows (probe 1, probe 2, then each punch
+            to a new destination).
+    """
+    times, seen = [], 0
+    for dest in order:
+        if dest is not None:
+            seen += 1
+        elif 0 < seen < len(flow_times):
+            times.append(flow_times[seen] - 1e-6)
+    return tuple(times)
+
+
+def replay_prediction(outcome: LabOutcome, schedule: str, k: int, profile: str = LAB_PROFILE) -> bool | None:
+    """The model's outcome of one lab run replayed with the run's own timing and cut-in order.
+
+    None when a peer stopped before punching (nothing to replay).
+    """
+    from lab import nat
+
+    try:
+        timeline = Timeline.from_results([(outcome.a, outcome.b)])
+    except Dp2ptError:
+        return None
+    hypotheses = get_schedule(schedule).first(k)
+    flows = {}
+    for role, punch_at in (("A", timeline.a_punch), ("B", timeline.b_punch)):
+        ports = (outcome.a if role == "A" else outcome.b).get("punch_ports") or []
+        first = {port: i for i, port in reversed(list(enumerate(ports)))}
+        flows[role] = [punch_at(i) for i in sorted(first.values())]
+    router = model_nat(nat.parse_profile(profile))
+    arrivals = Arrivals(
+        replay_arrivals(outcome.order_a, [timeline.a_probe1, timeline.a_probe2, *flows["A"]]),
+        replay_arrivals(outcome.order_b, [timeline.b_probe1, timeline.b_probe2, *flows["B"]]),
+    )
+    return run_exchange(Network(router, router, timeline), hypotheses, arrivals, random.Random(0)).ok
 
 
 def lab_poisson_run(runner: "Runner", schedule: str, k: int, rate_per_ms: float, seed: int) -> LabOutcome:
@@ -310,7 +385,7 @@ def lab_poisson_run(runner: "Runner", schedule: str, k: int, rate_per_ms: float,
         runner.agents[noises[-1]].arm(poisson_plan(lab, peer, stun, rate_per_ms, seed * 2 + n))
     result = runner.run(Cell(LAB_PROFILE, LAB_PROFILE, "improved", k, schedule))
     reports = {noise: runner.agents[noise].result(20.0) for noise in noises}
-    return LabOutcome(_peers_ok(result), result.a, result.b, reports)
+    return LabOutcome(_peers_ok(result), result.a, result.b, reports, *_read_orders(runner, result))
 
 
 def lab_grid_run(runner: "Runner", schedule: str, k: int, cut_a: int, cut_b: int, delta: int) -> LabOutcome:
@@ -319,7 +394,7 @@ def lab_grid_run(runner: "Runner", schedule: str, k: int, cut_a: int, cut_b: int
 
     profile = f"{LAB_PROFILE}:delta={delta}" if delta != 1 else LAB_PROFILE
     result = runner.run(Cell(profile, profile, "improved", k, schedule, cut_a, cut_b))
-    return LabOutcome(_peers_ok(result), result.a, result.b, result.cutins)
+    return LabOutcome(_peers_ok(result), result.a, result.b, result.cutins, *_read_orders(runner, result))
 
 
 def _peers_ok(result: "CellResult") -> bool:
@@ -341,7 +416,10 @@ def model_prediction(schedule: str, k: int, cut_a: int, cut_b: int, delta: int, 
 def lab_study(
     schedules: list[str], rates: list[float], runs: int, out: Path, grid_cells: tuple = GRID
 ) -> list[Row]:
-    """Poisson runs and the agreement grid on a fresh netns lab; prints each verdict.
+    """Poisson runs and the agreement grid on a fresh lab; prints each verdict, keeps every run.
+
+    Every run's outcome goes to ``lab-runs.jsonl`` (lab.run keeps only the last run of a cell's
+    artifacts, and the Poisson runs all share a cell).
 
     Returns:
         "lab" rows (measured) and "model@lab" rows (the model on the timeline the lab measured).
@@ -351,36 +429,75 @@ def lab_study(
     from lab.run import Runner, new_run_dir
 
     lab = get().up(topology.load("fig1"))
+    poisson: dict[tuple[str, float], list[LabOutcome]] = {}
+    grid = []
     try:
-        with Runner(lab, new_run_dir(out / "lab-runs")) as runner:
-            poisson = {
-                (name, rate): [lab_poisson_run(runner, name, SUMMARY_K, rate, seed) for seed in range(runs)]
-                for name in schedules for rate in rates
-            }
-            grid = [
-                (name, k, a, b, d, lab_grid_run(runner, name, k, a, b, d))
-                for name in schedules for d in GRID_DELTAS for k, a, b in grid_cells
-            ]
+        with Runner(lab, new_run_dir(out / "lab-runs")) as runner, (out / RUNS_JSONL).open("w") as log:
+            for name in schedules:
+                for rate in rates:
+                    poisson[name, rate] = []
+                    for seed in range(runs):
+                        outcome = lab_poisson_run(runner, name, SUMMARY_K, rate, seed)
+                        log.write(json.dumps({"schedule": name, "rate": rate, "seed": seed}) + "\t" + outcome.to_json() + "\n")
+                        poisson[name, rate].append(outcome)
+                for d in GRID_DELTAS:
+                    for k, a, b in grid_cells:
+                        outcome = lab_grid_run(runner, name, k, a, b, d)
+                        log.write(json.dumps({"schedule": name, "k": k, "cut": [a, b], "delta": d}) + "\t"
+                                  + outcome.to_json() + "\n")
+                        grid.append((name, k, a, b, d, outcome))
     finally:
         lab.down()
-    everything = [o for outcomes in poisson.values() for o in outcomes] + [g[-1] for g in grid]
     timeline = Timeline.from_results(
-        (o.a, o.b) for o in everything if "punch" in o.a.get("timeline_ms", {}) and "punch" in o.b.get("timeline_ms", {})
+        (o.a, o.b) for o in [*(o for v in poisson.values() for o in v), *(g[-1] for g in grid)]
+        if "punch" in o.a.get("timeline_ms", {}) and "punch" in o.b.get("timeline_ms", {})
     )
     print(f"lab timeline (means over runs): {timeline}")
     rows = []
     for (name, rate), outcomes in poisson.items():
-        measured = sum(o.ok for o in outcomes)
-        lab_row = Row.of("lab", name, rate, SUMMARY_K, wilson(measured, len(outcomes)))
-        model = success_probability(get_schedule(name), SUMMARY_K, PoissonCutIns(rate), Network(timeline=timeline),
-                                    MODEL_TRIALS_FOR_LAB, seed=1)
-        low, high = prediction_interval(model.p, len(outcomes))
-        verdict = "agrees" if low <= measured <= high else "DISAGREES"
-        print(f"lab   {name:15} rate={rate:<5g} k={SUMMARY_K}: {measured}/{len(outcomes)} direct; model p={model.p:.4f} "
-              f"-> 95% prediction [{low}, {high}] of {len(outcomes)}: {verdict}")
-        rows += [lab_row, Row.of("model@lab", name, rate, SUMMARY_K, model)]
+        rows += judge_poisson(name, rate, outcomes, timeline)
     write_grid(grid, timeline, out / GRID_CSV_NAME)
     return rows
+
+
+RUNS_JSONL = "lab-runs.jsonl"
+
+
+def judge_poisson(name: str, rate: float, outcomes: list[LabOutcome], timeline: Timeline) -> list[Row]:
+    """Print whether n lab runs' success count is in the model's 95% prediction interval, whether each
+    run ends as the model replaying its own cut-in order predicts, and how many cut-ins landed where."""
+    measured = sum(o.ok for o in outcomes)
+    model = success_probability(get_schedule(name), SUMMARY_K, PoissonCutIns(rate), Network(timeline=timeline),
+                                MODEL_TRIALS_FOR_LAB, seed=1)
+    low, high = prediction_interval(model.p, len(outcomes))
+    verdict = "agrees" if low <= measured <= high else "DISAGREES"
+    print(f"lab   {name:15} rate={rate:<5g} k={SUMMARY_K}: {measured}/{len(outcomes)} direct; model p={model.p:.4f} "
+          f"-> 95% prediction [{low}, {high}] of {len(outcomes)}: {verdict}")
+    replays = [(o.ok, replay_prediction(o, name, SUMMARY_K)) for o in outcomes]
+    judged = [(ok, pred) for ok, pred in replays if pred is not None]
+    print(f"      replay of each run's own cut-in order: {sum(ok == pred for ok, pred in judged)}/{len(judged)} agree")
+    for side, orders, window in (("A", [o.order_a for o in outcomes], timeline.a_window_ms),
+                                 ("B", [o.order_b for o in outcomes], timeline.b_window_ms)):
+        counts = [realized_counts(order) for order in orders]
+        between, before, during = (sum(c[i] for c in counts) / len(counts) for i in range(3))
+        print(f"      cut-ins on {side}'s NAT per run: {between:.3f} between the probes "
+              f"(model {rate * timeline.probe_spacing_ms:.3f}), {before:.3f} in the window "
+              f"(model {rate * window:.3f}), {during:.3f} during the burst")
+    return [Row.of("lab", name, rate, SUMMARY_K, wilson(measured, len(outcomes))),
+            Row.of("model@lab", name, rate, SUMMARY_K, model)]
+
+
+def realized_counts(order: tuple[str | None, ...]) -> tuple[int, int, int]:
+    """Cut-ins a NAT allocated between the peer's probes, between its second probe and first punch,
+    and among its punches (from :func:`allocation_order`)."""
+    counts, seen = [0, 0, 0], 0
+    total = sum(dest is not None for dest in order)
+    for dest in order:
+        if dest is not None:
+            seen += 1
+        elif 0 < seen < total:
+            counts[min(seen - 1, 2)] += 1
+    return counts[0], counts[1], counts[2]
 
 
 GRID_CSV_NAME = "grid.csv"

@@ -86,3 +86,30 @@ def test_model_nat_wraps_where_the_lab_numgen_map_wraps():
                                           (0.0, 30, (0, 0))])
 def test_prediction_interval_is_the_central_binomial_range(p, n, interval):
     assert study.prediction_interval(p, n) == interval
+
+
+CONNTRACK = """\
+ipv4     2 udp      17 29 src=10.1.0.10 dst=198.51.100.10 sport=4000 dport=3479 src=198.51.100.10 dst=198.51.100.1 sport=3479 dport=20002 mark=0 use=1
+ipv4     2 udp      17 29 src=10.1.0.101 dst=203.0.113.50 sport=3111 dport=9 [UNREPLIED] src=203.0.113.50 dst=198.51.100.1 sport=9 dport=20001 mark=0 use=1
+ipv4     2 udp      17 29 src=10.1.0.10 dst=198.51.100.10 sport=4000 dport=3478 src=198.51.100.10 dst=198.51.100.1 sport=3478 dport=20000 mark=0 use=1
+ipv4     2 tcp      6 119 TIME_WAIT src=10.1.0.10 dst=198.51.100.10 sport=48550 dport=7000 src=198.51.100.10 dst=198.51.100.1 sport=7000 dport=48550 [ASSURED] mark=0 use=1
+ipv4     2 udp      17 29 src=10.1.0.102 dst=203.0.113.50 sport=3112 dport=9 [UNREPLIED] src=203.0.113.50 dst=198.51.100.1 sport=9 dport=20003 mark=0 use=1
+ipv4     2 udp      17 29 src=10.1.0.10 dst=203.0.113.1 sport=4000 dport=20005 [UNREPLIED] src=203.0.113.1 dst=198.51.100.1 sport=20005 dport=20004 mark=0 use=1
+ipv4     2 udp      17 29 src=10.1.0.103 dst=203.0.113.50 sport=3113 dport=9 [UNREPLIED] src=203.0.113.50 dst=198.51.100.1 sport=9 dport=20005 mark=0 use=1
+ipv4     2 udp      17 29 src=10.1.0.10 dst=203.0.113.1 sport=4000 dport=20007 [UNREPLIED] src=203.0.113.1 dst=198.51.100.1 sport=20007 dport=20006 mark=0 use=1
+ipv4     2 udp      17 29 src=10.1.0.104 dst=203.0.113.50 sport=3114 dport=9 [UNREPLIED] src=203.0.113.50 dst=198.51.100.1 sport=9 dport=20007 mark=0 use=1
+"""
+
+
+def test_allocation_order_reads_the_sequential_nat_in_port_order_and_ignores_tcp():
+    order = study.allocation_order(CONNTRACK, "10.1.0.10")
+    assert order == ("198.51.100.10:3478", None, "198.51.100.10:3479", None, "203.0.113.1:20005", None,
+                     "203.0.113.1:20007", None)
+    assert study.realized_counts(order) == (1, 1, 1)  # the last cut-in came after every peer flow
+
+
+def test_replay_puts_each_cut_in_just_before_the_next_peer_flow():
+    order = study.allocation_order(CONNTRACK, "10.1.0.10")
+    times = study.replay_arrivals(order, [0.0, 1.0, 5.0, 5.5])
+    assert [round(t, 3) for t in times] == [1.0, 5.0, 5.5]
+    assert all(t < flow for t, flow in zip(times, [1.0, 5.0, 5.5]))
