@@ -295,27 +295,35 @@ def _killpg(proc: subprocess.Popen, sig: int) -> None:
 def wait_for_line(proc: subprocess.Popen, predicate, timeout: float) -> str:
     """Read ``proc``'s stdout until a line satisfies ``predicate``; bounded by ``timeout``.
 
+    Reads the pipe unbuffered, one byte at a time, so nothing after the matching line is taken
+    into a Python buffer that ``select`` cannot see: a later ``wait_for_line`` or ``communicate``
+    still gets every following line. Lines that do not match are dropped.
+
     Returns the line, or raises TimeoutError (the caller turns it into a ScenarioError).
     """
-    import selectors
+    import os
+    import select
 
+    fd = proc.stdout.fileno()
     deadline = time.monotonic() + timeout
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no matching line before the deadline")
-            if not sel.select(left):
-                continue
-            line = proc.stdout.readline()
-            if not line:
-                raise TimeoutError("process closed its output")
-            if predicate(line):
-                return line
-    finally:
-        sel.close()
+    buf = bytearray()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no matching line before the deadline")
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        byte = os.read(fd, 1)
+        if not byte:
+            raise TimeoutError("process closed its output")
+        if byte != b"\n":
+            buf += byte
+            continue
+        line = buf.decode("utf-8", errors="replace") + "\n"
+        buf.clear()
+        if predicate(line):
+            return line
 
 
 @contextlib.contextmanager
