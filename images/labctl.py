@@ -130,7 +130,10 @@ def up(args: argparse.Namespace) -> int:
     dockerlab.remove_host_rules(LAB)
     dockerlab.allow_bridges(LAB, BRIDGES)
     compose("up", "-d", "--no-build", "--remove-orphans", env=env)
-    waited = wait_ready()
+    try:
+        waited = wait_ready()
+    except LabCtlError as exc:
+        raise LabCtlError(f"{exc} (make lab-down removes what came up)", exc.code) from None
     say(f"up in {time.monotonic() - start:.1f}s (ready after {waited:.1f}s): nat-a={nat_a} nat-b={nat_b}, "
         f"{len(NODES)} containers")
     if args.no_traversal:
