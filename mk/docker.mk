@@ -5,14 +5,15 @@
 #   make lab-down         remove every container, network and host rule of the lab
 #   make lab-shell NODE=peer-a
 #   make bench-docker     time the Docker bring-up (images built)
-#   make test-docker      the Docker tests, then the whole scenario matrix on the Docker backend
+#   make scenarios-docker the scenario suite on the Docker backend (pytest scenarios --backend docker)
+#   make test-docker      the Docker lab's own tests, then scenarios-docker
 BASE_IMAGE ?= dp2pt/base:bookworm
 LAB_BASE   ?= $(BASE_IMAGE)
 NODE_IMAGE ?= dp2pt/node:latest
 NODE       ?= peer-a
 export BASE_IMAGE LAB_BASE NODE_IMAGE
 
-.PHONY: base-image lab-image lab-up lab-down lab-shell bench-docker test-docker
+.PHONY: base-image lab-image lab-up lab-down lab-shell bench-docker scenarios-docker test-docker
 
 base-image:
 	@bash images/build-base.sh
@@ -32,6 +33,9 @@ lab-shell:
 bench-docker: lab-image
 	@$(PYTHON) images/bench.py
 
+scenarios-docker: lab-image
+	$(PYTEST) -q scenarios --backend docker
+
 test-docker: lab-image
-	$(PYTEST) -q tests/test_docker_units.py tests/test_docker_lab.py scenarios/test_docker_parity.py
-	$(PYTEST) -q scenarios/test_matrix.py --backend docker
+	$(PYTEST) -q tests/test_docker_units.py tests/test_docker_lab.py
+	$(MAKE) --no-print-directory scenarios-docker
