@@ -53,7 +53,8 @@ from lab.errors import (
 from lab.topology import Topology, from_dict
 
 #: Image of every node (built by ``make lab-image``); overridable for other tags.
-IMAGE = os.environ.get("DP2PT_NODE_IMAGE", "dp2pt/node:latest")
+DEFAULT_IMAGE = "dp2pt/node:latest"
+IMAGE = os.environ.get("DP2PT_NODE_IMAGE") or os.environ.get("NODE_IMAGE") or DEFAULT_IMAGE
 LABEL = "dp2pt.lab"
 LABEL_NODE = "dp2pt.node"
 LABEL_SEGMENT = "dp2pt.segment"
@@ -434,7 +435,7 @@ def refresh_image() -> None:
     """Rebuild the default node image if the working tree changed since it was built (a no-op, in
     milliseconds, when it did not): a Docker lab must never run yesterday's protocol code.
     Skipped outside a checkout (an installed package) and for a non-default image tag."""
-    if not BUILD_SCRIPT.exists() or "DP2PT_NODE_IMAGE" in os.environ or not (BUILD_SCRIPT.parents[1] / ".git").exists():
+    if not BUILD_SCRIPT.exists() or IMAGE != DEFAULT_IMAGE or not (BUILD_SCRIPT.parents[1] / ".git").exists():
         return
     done = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True)
     if done.returncode != 0:
