@@ -51,6 +51,8 @@ def _groups() -> list[tuple[str, list[dict]]]:
         ("improved k=6 Diagram 1 with cut-ins: survives the hypotheses its rows cover, except rows 3-4 "
          "(B's rows 2-3 share a destination, so one flow, one port: later punches leave a port early)",
          [dict(nat_a=SEQ, nat_b=SEQ, variant="improved", k=6, cut_a=a, cut_b=b) for a, b in CUTS if (a, b) != (0, 0)]),
+        ("improved with k=3 (Diagram 1 rows 1-3): fewer hypotheses, fewer cut-ins survived",
+         [dict(nat_a=SEQ, nat_b=SEQ, variant="improved", k=3, cut_a=a, cut_b=b) for a, b in ((1, 0), (2, 0), (0, 2))]),
         ("improved k=6 poisson-greedy with cut-ins: survives c_a + 2 c_b <= k - 1",
          [dict(nat_a=SEQ, nat_b=SEQ, variant="improved", k=6, schedule="poisson-greedy", cut_a=a, cut_b=b)
           for a, b in CUTS]),

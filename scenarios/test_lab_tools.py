@@ -82,3 +82,25 @@ def test_exec_runs_inside_the_node(lab_fig1):
                           sys.executable, "-c", "import socket; print(sorted(n for _, n in socket.if_nameindex()))"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "['eth0', 'eth1', 'lo']"
+
+
+@pytest.mark.parametrize("timeout, second_port", [(1, 20001), (30, 20000)])
+def test_udp_mapping_timeout_is_the_profile_s(lab_fig1, timeout, second_port):
+    """RFC 4787 §4.3: after the mapping timeout the same flow gets a new mapping (next port)."""
+    import time
+
+    lab = lab_fig1
+    sink = lab.topology.address("sink")
+    lab.configure_nat("nat-a", f"symmetric-sequential:timeout={timeout}")
+    agent = traffic.TrafficAgent(lab, "noise-a").start()
+    try:
+        seen = []
+        for _ in range(2):
+            agent.arm(traffic.plan_for(lab, "noise-a", 1, seed=5))  # same seed: the same 5-tuple
+            assert agent.result(5)["sent"] == 1
+            seen.append(_mapped_ports(lab, "nat-a", sink))
+            time.sleep(1.6)
+    finally:
+        agent.stop()
+    assert seen[0] == [20000]
+    assert second_port in seen[1]
