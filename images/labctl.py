@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 COMPOSE_FILE = ROOT / "compose.yaml"
 PROJECT = "dp2pt"
-LAB = "compose"  # the value of the dp2pt.lab label on everything compose.yaml creates
+LAB = "compose"  # the dp2pt.lab label of everything compose.yaml creates (lab.backends.docker.COMPOSE_LAB)
 BRIDGES = ("dp2pt-inet", "dp2pt-lan-a", "dp2pt-lan-b")
 INTERNET_BRIDGE = "dp2pt-inet"
 NODES = ("location-server", "nat-a", "nat-b", "peer-a", "noise-a", "peer-b", "noise-b")

@@ -60,6 +60,8 @@ LABEL_NODE = "dp2pt.node"
 LABEL_SEGMENT = "dp2pt.segment"
 LABEL_TOPOLOGY = "dp2pt.topology"
 PREFIX_STEM = "d2d"
+#: The ``dp2pt.lab`` label of what compose.yaml creates (``make lab-up``; images/labctl.py).
+COMPOSE_LAB = "compose"
 PREFIX_RE = re.compile(rf"^{PREFIX_STEM}[0-9a-z]{{1,8}}$")
 #: Where a process started by ``_spawn`` writes its PID inside the container.
 PID_DIR = "/run/dp2pt/pids"
@@ -525,7 +527,7 @@ class DockerBackend(Backend):
         for prefix in sorted(lab_prefixes(self.client)):
             cs = self.client.api.containers(all=True, filters={"label": f"{LABEL}={prefix}"})
             nodes = sorted(c["Labels"].get(LABEL_NODE, "?") for c in cs)
-            topo = "? (leftover)"
+            topo = "compose.yaml (make lab-up)" if prefix == COMPOSE_LAB else "? (leftover)"
             if cs and LABEL_TOPOLOGY in cs[0]["Labels"]:
                 with contextlib.suppress(Exception):
                     topo = json.loads(cs[0]["Labels"][LABEL_TOPOLOGY]).get("name", "?")
