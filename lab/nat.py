@@ -211,7 +211,7 @@ def sequential_slots(prof: NatProfile) -> list[int]:
 def render_ruleset(prof: NatProfile, r: RouterParams) -> str:
     """The nftables ruleset (``nft -f`` input) that makes a router behave as ``prof``.
 
-    Pure: no I/O. The table is created, flushed and filled in one transaction, so loading it again
+    Pure: no I/O. The table is deleted and re-created in one transaction, so loading it again
     atomically replaces the previous NAT and resets the sequential allocator's counter.
     """
     validate(prof)
@@ -262,8 +262,10 @@ def render_ruleset(prof: NatProfile, r: RouterParams) -> str:
 
     lines = [
         f"# dp2pt lab NAT: {prof.spec} ({prof.mapping.name}/{prof.filtering.name}, {prof.allocation.value})",
+        # Declare (so the delete cannot fail), delete, re-create: one atomic transaction that drops
+        # the previous profile's chains, maps and numgen counter together.
         f"table ip {TABLE} {{}}",
-        f"flush table ip {TABLE}",
+        f"delete table ip {TABLE}",
         f"table ip {TABLE} {{",
     ]
     lines += [f"  {s}" for s in sets]

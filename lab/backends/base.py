@@ -210,8 +210,7 @@ class Lab(abc.ABC):
             wan_ip=self.address(router, wan_seg),
             lan_net=self.topology.segments[lan_seg].subnets[0],
         )
-        ruleset = nat.render_ruleset(prof, params)
-        self.clear_nat(router)
+        ruleset = nat.render_ruleset(prof, params)  # replaces the previous table atomically
         self.exec(router, ["nft", "-f", "-"], input=ruleset)
         self.sysctl(router, nat.conntrack_sysctls(prof))
         self.flush_conntrack(router)

@@ -14,7 +14,7 @@ R = nat.RouterParams(wan_if="eth0", lan_if="eth1", wan_ip="198.51.100.1", lan_ne
 def test_every_named_profile_renders_one_table(name):
     text = nat.render_ruleset(nat.parse_profile(name), R)
     assert text.count(f"table ip {nat.TABLE} {{") == 2  # create-if-missing, then the definition
-    assert f"flush table ip {nat.TABLE}" in text
+    assert f"delete table ip {nat.TABLE}" in text  # atomic replace: old maps and numgen counter go
     assert text.count("{") == text.count("}")
     # Hint (d): unsolicited inbound to the WAN is dropped in a filter chain, for every profile.
     assert 'iifname "eth0" ct state new counter drop' in text
