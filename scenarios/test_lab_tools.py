@@ -104,3 +104,26 @@ def test_udp_mapping_timeout_is_the_profile_s(lab_fig1, timeout, second_port):
         agent.stop()
     assert seen[0] == [20000]
     assert second_port in seen[1]
+
+
+def test_two_labs_side_by_side_with_the_same_addresses(backend, lab_fig1):
+    """A second lab reuses every address of the first; each NAT only sees its own lab's flows."""
+    from lab import topology
+
+    other = backend.up(topology.load("fig1"))
+    try:
+        assert other.prefix != lab_fig1.prefix
+        lab_fig1.configure_nat("nat-a", "symmetric-sequential")
+        other.configure_nat("nat-a", "symmetric-sequential:base=30000")
+        for lab, flows in ((lab_fig1, 2), (other, 3)):
+            agent = traffic.TrafficAgent(lab, "noise-a").start()
+            try:
+                agent.arm(traffic.plan_for(lab, "noise-a", flows))
+                assert agent.result(5)["sent"] == flows
+            finally:
+                agent.stop()
+        sink = lab_fig1.topology.address("sink")
+        assert _mapped_ports(lab_fig1, "nat-a", sink) == [20000, 20001]
+        assert _mapped_ports(other, "nat-a", sink) == [30000, 30001, 30002]
+    finally:
+        other.down()
