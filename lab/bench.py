@@ -30,8 +30,12 @@ def machine() -> dict:
                 break
     except OSError:
         pass
+    try:
+        load = Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        load = "?"
     return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
-            "python": platform.python_version()}
+            "python": platform.python_version(), "loadavg_1m_at_start": load}
 
 
 def _fmt(v, unit: str = "") -> str:
@@ -48,7 +52,8 @@ def markdown(results: dict) -> str:
     """The table for the README: one row per measurement, with the machine in a header line."""
     m = results["machine"]
     lines = [f"Measured {results['date']} on {m['nproc']} cores, {m['cpu']}, Linux {m['kernel']}, "
-             f"Python {m['python']}.", "",
+             f"Python {m['python']}; 1-min load average at start {m.get('loadavg_1m_at_start', '?')} "
+             "(other work on the machine skews the numbers).", "",
              "| Benchmark | dp2pt | Reference | Ratio | Notes |", "|---|---|---|---|---|"]
     s = results.get("stun")
     if s:
