@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 from lab import backends, nat, topology
 from lab.errors import ConfigError, LabError, LabNotFound

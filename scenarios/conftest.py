@@ -8,7 +8,6 @@ conntrack dumps) is kept under ``runs/``.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import os
+import select
 import signal
 import subprocess
 import time
@@ -286,13 +288,11 @@ class Backend(abc.ABC):
 
 
 def _killpg(proc: subprocess.Popen, sig: int) -> None:
-    import os
-
     os.killpg(proc.pid, sig)
 
 
-def wait_for_line(proc: subprocess.Popen, predicate, timeout: float) -> str:
-    """Read ``proc``'s stdout until a line satisfies ``predicate``; bounded by ``timeout``.
+def wait_for_line(proc: subprocess.Popen, predicate, timeout: float, stream=None) -> str:
+    """Read ``proc``'s stdout (or ``stream``, e.g. its stderr) until a line satisfies ``predicate``; bounded by ``timeout``.
 
     Reads the pipe unbuffered, one byte at a time, so nothing after the matching line is taken
     into a Python buffer that ``select`` cannot see: a later ``wait_for_line`` or ``communicate``
@@ -300,10 +300,7 @@ def wait_for_line(proc: subprocess.Popen, predicate, timeout: float) -> str:
 
     Returns the line, or raises TimeoutError (the caller turns it into a ScenarioError).
     """
-    import os
-    import select
-
-    fd = proc.stdout.fileno()
+    fd = (stream or proc.stdout).fileno()
     deadline = time.monotonic() + timeout
     buf = bytearray()
     while True:

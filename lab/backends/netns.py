@@ -35,13 +35,14 @@ from typing import Sequence
 
 from pyroute2 import IPRoute, netns
 
-from lab.backends.base import Backend, Capture, Lab, LabInfo
+from lab.backends.base import Backend, Capture, Lab, LabInfo, wait_for_line
 from lab.errors import (
     LabNotFound,
     LabStateError,
     MissingKernelFeature,
     MissingTool,
     NotRoot,
+    ScenarioError,
     UnknownNode,
 )
 from lab.topology import Topology, from_dict
@@ -194,18 +195,11 @@ class TcpdumpCapture(Capture):
     def __init__(self, proc: subprocess.Popen, path: Path, on_stop) -> None:
         self.proc, self.path, self._on_stop = proc, path, on_stop
         # tcpdump says "listening on ..." on stderr once its socket is bound: only then is no packet lost.
-        from lab.backends.base import wait_for_line
-
-        proc.stdout, saved = proc.stderr, proc.stdout
         try:
-            wait_for_line(proc, lambda line: "listening on" in line, self.READY_TIMEOUT)
+            wait_for_line(proc, lambda line: "listening on" in line, self.READY_TIMEOUT, stream=proc.stderr)
         except TimeoutError:
             self.stop()
-            from lab.errors import ScenarioError
-
             raise ScenarioError(f"tcpdump did not start capturing {path.name}") from None
-        finally:
-            proc.stdout = saved
 
     def stop(self) -> Path:
         if self.proc.poll() is None:
