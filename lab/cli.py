@@ -167,10 +167,14 @@ def cmd_run(args) -> int:
         with Runner(lab, run_dir) as runner:
             for cell in cells:
                 r = runner.run(cell)
-                mark = "" if cell.expect is None else ("  as expected" if r.as_expected else f"  UNEXPECTED (want {cell.expect})")
+                if cell.expect is None:
+                    mark = ""
+                else:
+                    mark = "  as expected" if r.as_expected else f"  UNEXPECTED (want {cell.expect})"
                 unexpected += not r.as_expected
                 err = r.path_error or r.a.get("error") or r.b.get("error") or ""
-                print(f"{cell.id:75s} {r.outcome:7s} {r.seconds:6.2f}s{mark}" + (f"  [{err}]" if err and not r.as_expected else ""))
+                detail = f"  [{err}]" if err and not r.as_expected else ""
+                print(f"{cell.id:75s} {r.outcome:7s} {r.seconds:6.2f}s{mark}{detail}")
     finally:
         if own:
             lab.down()

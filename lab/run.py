@@ -259,7 +259,8 @@ class Runner:
             (cdir / f"conntrack-{router}.txt").write_text(lab.conntrack_dump(router))
             (cdir / f"nft-{router}.txt").write_text(lab.nft_dump(router))
 
-        cutins = self._check_cutins(cell, reports, armed, {peer_a: (nat_a, prof_a, res_a), peer_b: (nat_b, prof_b, res_b)}, cdir)
+        sides = {peer_a: (nat_a, prof_a, res_a), peer_b: (nat_b, prof_b, res_b)}
+        cutins = self._check_cutins(cell, reports, armed, sides, cdir)
         (cdir / "cutins.json").write_text(json.dumps(cutins, indent=2))
 
         claimed = bool(res_a.get("ok") and res_b.get("ok") and res_a.get("direct") and res_b.get("direct"))

@@ -54,15 +54,16 @@ def test_nat_reload_resets_the_allocator(lab_fig1):
 
 def test_port_in_use_is_a_clear_error(lab_fig1, run_dir):
     lab = lab_fig1
-    hog = lab.popen("server", [sys.executable, "-c",
+    hog = lab.popen("server", [lab.python, "-c",
                                "import socket,time; s=socket.socket(); s.bind(('198.51.100.10',7000)); s.listen();"
                                " print('bound', flush=True); time.sleep(30)"])
     try:
         assert hog.stdout.readline().strip() == "bound"
         with pytest.raises(PortInUse, match="already in use"):
             Runner(lab, run_dir / "port-in-use").start()
-        out = subprocess.run([sys.executable, "-m", "lab.cli", "run", "--lab", lab.prefix, "--nat-a",
-                              "full-cone", "--nat-b", "full-cone", "--run-dir", str(run_dir / "cli")],
+        out = subprocess.run([sys.executable, "-m", "lab.cli", "--backend", lab.backend_name, "run",
+                              "--lab", lab.prefix, "--nat-a", "full-cone", "--nat-b", "full-cone",
+                              "--run-dir", str(run_dir / "cli")],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 4
         assert out.stderr.strip().startswith("dp2pt-lab: error:") and "in use" in out.stderr
@@ -72,14 +73,16 @@ def test_port_in_use_is_a_clear_error(lab_fig1, run_dir):
 
 
 def test_exec_unknown_node_is_a_clear_error(lab_fig1):
-    out = subprocess.run([sys.executable, "-m", "lab.cli", "exec", "--lab", lab_fig1.prefix, "c", "--", "true"],
+    out = subprocess.run([sys.executable, "-m", "lab.cli", "--backend", lab_fig1.backend_name, "exec", "--lab",
+                          lab_fig1.prefix, "c", "--", "true"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "unknown node 'c'" in out.stderr
 
 
 def test_exec_runs_inside_the_node(lab_fig1):
-    out = subprocess.run([sys.executable, "-m", "lab.cli", "exec", "--lab", lab_fig1.prefix, "nat-a", "--",
-                          sys.executable, "-c", "import socket; print(sorted(n for _, n in socket.if_nameindex()))"],
+    out = subprocess.run([sys.executable, "-m", "lab.cli", "--backend", lab_fig1.backend_name, "exec", "--lab",
+                          lab_fig1.prefix, "nat-a", "--", lab_fig1.python, "-c",
+                          "import socket; print(sorted(n for _, n in socket.if_nameindex()))"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "['eth0', 'eth1', 'lo']"
 

@@ -292,7 +292,7 @@ def _killpg(proc: subprocess.Popen, sig: int) -> None:
 
 
 def wait_for_line(proc: subprocess.Popen, predicate, timeout: float, stream=None) -> str:
-    """Read ``proc``'s stdout (or ``stream``, e.g. its stderr) until a line satisfies ``predicate``; bounded by ``timeout``.
+    """Read ``proc``'s stdout (or ``stream``) until a line satisfies ``predicate``, within ``timeout``.
 
     Reads the pipe unbuffered, one byte at a time, so nothing after the matching line is taken
     into a Python buffer that ``select`` cannot see: a later ``wait_for_line`` or ``communicate``
