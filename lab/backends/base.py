@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Iterator, Sequence
 
-from lab.errors import NodeCommandFailed, UnknownNode
+from lab.errors import MissingKernelFeature, NodeCommandFailed, UnknownNode
 
 if TYPE_CHECKING:  # pragma: no cover
     from lab.nat import NatProfile
@@ -213,7 +213,15 @@ class Lab(abc.ABC):
             lan_net=self.topology.segments[lan_seg].subnets[0],
         )
         ruleset = nat.render_ruleset(prof, params)  # replaces the previous table atomically
-        self.exec(router, ["nft", "-f", "-"], input=ruleset)
+        try:
+            self.exec(router, ["nft", "-f", "-"], input=ruleset)
+        except NodeCommandFailed as exc:
+            if any(s in exc.stderr for s in ("not supported", "No such file or directory", "Protocol not")):
+                raise MissingKernelFeature(
+                    f"nftables cannot build the NAT on {router} (nf_tables/nf_nat/nft_numgen missing?): "
+                    f"{exc.stderr.strip().splitlines()[0] if exc.stderr.strip() else exc}"
+                ) from None
+            raise
         self.sysctl(router, nat.conntrack_sysctls(prof))
         self.flush_conntrack(router)
         return prof
