@@ -76,6 +76,7 @@ class StunServer:
         if len(addrs) < 2:
             raise ScenarioError(f"RFC 5780 needs two addresses on {self.node}, it has {addrs}")
         self.addresses = addrs[:2]
+        self._own_workdir = workdir is None  # a temporary directory, removed on exit
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="dp2pt-turn-"))
         self.proc: subprocess.Popen | None = None
 
@@ -108,6 +109,8 @@ class StunServer:
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
             self.lab.stop(self.proc)
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def discover(lab: Lab, stun: StunServer, router: str, profile: str) -> Verdict:
@@ -118,10 +121,6 @@ def discover(lab: Lab, stun: StunServer, router: str, profile: str) -> Verdict:
                    check=False, timeout=DISCOVERY_TIMEOUT)
     mapping, filtering = parse_discovery(res.stdout)
     return Verdict(profile, prof.mapping.value, prof.filtering.value, mapping, filtering, res.stdout + res.stderr)
-
-
-def verify(lab: Lab, stun: StunServer, router: str, profile: str) -> Verdict:
-    return discover(lab, stun, router, profile)
 
 
 def verify_all(backend, profiles: list[str], workdir: Path | None = None) -> dict[str, Verdict]:
