@@ -103,13 +103,7 @@ def cmd_exec(args) -> int:
     argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not argv:
         raise ConfigError("exec needs a command: dp2pt-lab exec NODE -- CMD [ARG...]")
-    lab.check_node(args.node)
-    proc = lab._spawn(args.node, argv, stdin=None, stdout=None, stderr=None)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        lab.stop(proc)
-        return 130
+    return lab.interactive(args.node, argv)
 
 
 def cmd_nat(args) -> int:

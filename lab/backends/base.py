@@ -171,6 +171,20 @@ class Lab(abc.ABC):
             raise NodeCommandFailed(node, list(argv), proc.returncode, err)
         return done
 
+    def interactive(self, node: str, argv: Sequence[str]) -> int:
+        """Run ``argv`` in ``node`` attached to this terminal (``dp2pt-lab exec``); its exit code.
+
+        Backends override this to keep the command in the terminal's foreground (a shell must be
+        able to read the terminal); the default runs it like any other process.
+        """
+        self.check_node(node)
+        proc = self._spawn(node, list(argv), stdin=None, stdout=None, stderr=None)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            self.stop(proc)
+            return 130
+
     def stop(self, proc: subprocess.Popen, grace: float = STOP_GRACE) -> int | None:
         """SIGTERM the process group of ``proc``, SIGKILL after ``grace``; return its exit code."""
         if proc.poll() is None:

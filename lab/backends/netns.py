@@ -252,6 +252,21 @@ class NetnsLab(Lab):
             raise MissingTool(f"{argv[0]}: command not found (needed in the lab)")
         return subprocess.Popen(argv, preexec_fn=lambda: _setns_path(path), start_new_session=True, **kw)
 
+    def interactive(self, node: str, argv: Sequence[str]) -> int:
+        self.check_node(node)
+        path = str(_ns_path(self.node_ns(node)))
+        if not os.path.exists(path):
+            raise LabNotFound(f"namespace {self.node_ns(node)} does not exist (is the lab up?)")
+        if shutil.which(argv[0]) is None and not os.path.isabs(argv[0]):
+            raise MissingTool(f"{argv[0]}: command not found")
+        # Same session and process group as dp2pt-lab: the command owns the terminal like a shell's child.
+        proc = subprocess.Popen(list(argv), preexec_fn=lambda: _setns_path(path))
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                continue  # the terminal's ^C reached the command too; wait for it to exit
+
     def capture(self, segment: str, path: Path, *, bpf: str = "udp") -> Capture:
         if segment not in self.topology.segments:
             raise UnknownNode(f"unknown segment {segment!r}")
