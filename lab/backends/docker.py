@@ -35,6 +35,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -210,6 +211,19 @@ class DockerLab(Lab):
         proc = subprocess.Popen(cmd, start_new_session=True, **kw)
         self._tokens[id(proc)] = (self.container(node), token)
         return proc
+
+    def interactive(self, node: str, argv: Sequence[str]) -> int:
+        """``docker exec -it`` in the foreground (``dp2pt-lab exec``): a shell gets a real terminal,
+        and ^C reaches the command through it (so this side just waits for the exit)."""
+        self.check_node(node)
+        self._pid(node)  # a clear error if the container is gone
+        tty = ["-t"] if sys.stdin.isatty() and sys.stdout.isatty() else []
+        proc = subprocess.Popen(["docker", "exec", "-i", *tty, self.container(node), *argv])
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                continue
 
     def stop(self, proc: subprocess.Popen, grace: float = STOP_GRACE) -> int | None:
         """Signal the process inside its container (``docker exec`` would not), then the client."""
