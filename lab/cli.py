@@ -85,7 +85,9 @@ def cmd_status(args) -> int:
     if not labs:
         print("no lab is up")
     for info in labs:
-        print(f"{info.prefix}  {info.backend}  {info.topology}  nodes={len(info.nodes)}  processes={info.processes}")
+        nats = "  " + " ".join(f"{r}={p}" for r, p in sorted(info.nats.items())) if info.nats else ""
+        print(f"{info.prefix}  {info.backend}  {info.topology}  nodes={len(info.nodes)}  "
+              f"processes={info.processes}{nats}")
     return 0
 
 

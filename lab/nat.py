@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 from lab.errors import UnknownProfile, UnsupportedNat
 
 TABLE = "dp2pt_nat"
+COMMENT_PREFIX = "dp2pt profile="
 #: First port of the sequential allocator, and how many slots its numgen cycles through (at most).
 SEQUENTIAL_BASE = 20000
 SEQUENTIAL_SLOTS = 1000
@@ -268,6 +269,7 @@ def render_ruleset(prof: NatProfile, r: RouterParams) -> str:
         f"delete table ip {TABLE}",
         f"table ip {TABLE} {{",
     ]
+    lines.append(f'  comment "{COMMENT_PREFIX}{prof.spec}"')  # read back by Lab.nat_profile (status)
     lines += [f"  {s}" for s in sets]
     lines += _chain("prerouting", "type nat hook prerouting priority dstnat; policy accept;", prerouting)
     lines += _chain("postrouting", "type nat hook postrouting priority srcnat; policy accept;", postrouting)

@@ -130,3 +130,11 @@ def test_two_labs_side_by_side_with_the_same_addresses(backend, lab_fig1):
         assert _mapped_ports(other, "nat-a", sink) == [30000, 30001, 30002]
     finally:
         other.down()
+
+
+def test_router_reports_its_profile(lab_fig1):
+    for spec in ("full-cone", "symmetric-sequential:delta=3,timeout=7"):
+        prof = lab_fig1.configure_nat("nat-b", spec)
+        assert lab_fig1.nat_profile("nat-b") == prof.spec
+    lab_fig1.clear_nat("nat-b")
+    assert lab_fig1.nat_profile("nat-b") is None

@@ -53,6 +53,7 @@ class LabInfo:
     topology: str
     nodes: list[str] = field(default_factory=list)
     processes: int = 0
+    nats: dict[str, str] = field(default_factory=dict)  # router -> profile, when the backend knows
 
 
 class Capture(abc.ABC):
@@ -255,6 +256,16 @@ class Lab(abc.ABC):
     def nft_dump(self, router: str) -> str:
         """The lab's nftables table of ``router`` as the kernel holds it (with set contents)."""
         return self.exec(router, ["nft", "list", "table", "ip", NAT_TABLE], check=False).stdout
+
+    def nat_profile(self, router: str) -> str | None:
+        """The profile the router's NAT table was loaded with (from the table's comment), if any."""
+        from lab.nat import COMMENT_PREFIX
+
+        for line in self.nft_dump(router).splitlines():
+            line = line.strip()
+            if line.startswith(f'comment "{COMMENT_PREFIX}'):
+                return line[len(f'comment "{COMMENT_PREFIX}'):].rstrip('"')
+        return None
 
     def down(self) -> None:
         """Stop every process and remove every object of this lab. Idempotent."""

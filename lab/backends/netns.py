@@ -409,12 +409,17 @@ class NetnsBackend(Backend):
         for prefix in self._prefixes():
             names = labs.get(prefix, [])
             pids = sum(len(v) for v in _pids_in(names).values())
+            nats: dict[str, str] = {}
             try:
-                topo = self.attach(prefix).topology.name
+                lab = self.attach(prefix)
+                topo = lab.topology.name
+                for r in lab.topology.by_role("router"):
+                    if os.path.exists(_ns_path(lab.node_ns(r))):
+                        nats[r] = lab.nat_profile(r) or "none"
             except (LabNotFound, ValueError, KeyError):
                 topo = "? (no state file: a leftover)"
             nodes = [n.split("-", 1)[1] for n in names if n.startswith(prefix + "-")]
-            out.append(LabInfo(prefix, self.name, topo, nodes, pids))
+            out.append(LabInfo(prefix, self.name, topo, nodes, pids, nats))
         return out
 
     def down_all(self) -> list[str]:

@@ -108,3 +108,8 @@ def test_unbuildable_combinations_are_refused(mapping, filtering, allocation):
 
 def test_aliases():
     assert nat.parse_profile("masquerade").name == "port-restricted-cone"
+
+
+def test_table_carries_the_profile_for_status():
+    text = nat.render_ruleset(nat.parse_profile("symmetric-sequential:delta=2"), R)
+    assert f'comment "{nat.COMMENT_PREFIX}symmetric-sequential:delta=2"' in text
