@@ -146,7 +146,8 @@ def test_host_rules_are_found_by_comment(monkeypatch):
         returncode, stderr = 0, ""
         stdout = (
             "-N DOCKER-USER\n"
-            '-A DOCKER-USER -i d2dab.0 -o d2dab.0 -m comment --comment dp2pt.lab=d2dab -j ACCEPT\n'
+            '-A DOCKER-USER -i d2dab.0 -o d2dab.0 -m comment --comment "dp2pt.lab=d2dab" -j ACCEPT\n'
+            '-A DOCKER-USER -i d2dab.1 -o d2dab.1 -m comment --comment dp2pt.lab=d2dabc -j ACCEPT\n'
             '-A DOCKER-USER -i x -o x -m comment --comment "someone else" -j ACCEPT\n'
             "-A DOCKER-USER -j RETURN\n"
         )
@@ -154,5 +155,6 @@ def test_host_rules_are_found_by_comment(monkeypatch):
     monkeypatch.setattr(dockerlab.shutil, "which", lambda name: "/usr/sbin/iptables")
     monkeypatch.setattr(dockerlab, "_iptables", lambda *a, check=True: Listing)
     assert dockerlab.host_rules("d2dab") == [Listing.stdout.splitlines()[1]]
+    assert dockerlab.host_rules("d2da") == []  # a prefix of another lab's name is another lab
     assert dockerlab.host_rules("d2dcd") == []
-    assert dockerlab._rule_prefixes() == {"d2dab"}
+    assert dockerlab._rule_prefixes() == {"d2dab", "d2dabc"}

@@ -33,11 +33,10 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -137,27 +136,33 @@ def allow_bridges(prefix: str, bridges: Sequence[str]) -> None:
                   "--comment", f"{LABEL}={prefix}", "-j", "ACCEPT")
 
 
+_RULE_LABEL = re.compile(rf'--comment "?{re.escape(LABEL)}=([^"\s]+)"?')
+
+
+def _rule_label(line: str) -> str | None:
+    m = _RULE_LABEL.search(line)
+    return m.group(1) if m else None
+
+
 def host_rules(prefix: str | None = None) -> list[str]:
     """The DOCKER-USER rules of lab ``prefix`` (every lab's if None), in ``iptables -S`` form."""
     if shutil.which("iptables") is None:
         return []
     done = _iptables("-S", "DOCKER-USER", check=False)
-    want = f"{LABEL}={prefix}" if prefix else f"{LABEL}="
-    return [line for line in done.stdout.splitlines() if line.startswith("-A ") and want in line]
+    return [line for line in done.stdout.splitlines()
+            if line.startswith("-A ") and _rule_label(line) and (prefix is None or _rule_label(line) == prefix)]
 
 
 def remove_host_rules(prefix: str | None = None) -> int:
     """Delete the lab's DOCKER-USER rules by their comment; returns how many."""
     rules = host_rules(prefix)
     for line in rules:
-        import shlex
-
         _iptables("-D", *shlex.split(line)[1:], check=False)
     return len(rules)
 
 
 def _rule_prefixes() -> set[str]:
-    return {m.group(1) for line in host_rules() for m in [re.search(rf"{LABEL}=(\S+?)\"?(\s|$)", line)] if m}
+    return {_rule_label(line) for line in host_rules()} - {None}
 
 
 # ---- the lab ------------------------------------------------------------------------------------
@@ -171,7 +176,6 @@ class DockerLab(Lab):
         self.client = client or _client()
         self._ifnames: dict[tuple[str, str], str] = {}
         self._tokens: dict[int, tuple[str, str]] = {}  # id(Popen) -> (container, token)
-        self._lock = threading.Lock()
 
     # ---- names ---------------------------------------------------------------------------------
 
