@@ -77,6 +77,9 @@ def test_routes_follow_the_topology_not_docker(lab):
     # the second public subnet (Docker's bridge carries one) is on-link for every public host
     assert "203.0.113.0/24 dev" in lab.exec("server", ["ip", "route"]).stdout
     assert lab.exec("server", ["ping", "-c1", "-W2", "203.0.113.1"], check=False).returncode == 0
+    # nothing outside the lab is reachable: no default route anywhere but to a NAT, internal networks
+    for node in ("nat-a", "server", "a"):
+        assert lab.exec(node, ["ping", "-c1", "-W1", "192.0.2.1"], check=False).returncode != 0, node
 
 
 def test_host_is_no_bypass_between_bridges(lab):
