@@ -167,7 +167,9 @@ def build_datagrams(plan: CutInPlan) -> list[tuple[bytes, tuple[str, int, str, i
 # ---- the agent (runs inside the noise node) ----------------------------------------------------
 
 
-def _execute(plan: CutInPlan, iface: str, emit) -> None:
+def _execute(plan: CutInPlan, iface: str, emit, interrupt_fd: int | None = None) -> None:
+    """Carry out one plan. While waiting for the trigger, input on ``interrupt_fd`` (the next
+    command) cancels the plan: the lab gave up on that cell, the agent must not stay deaf."""
     plan.validate()
     datagrams = build_datagrams(plan)
     times = offsets(plan)
@@ -188,7 +190,11 @@ def _execute(plan: CutInPlan, iface: str, emit) -> None:
                 if left <= 0:
                     emit({"event": "timeout", "waited": plan.timeout})
                     return
-                ready, _, _ = select.select([sniff], [], [], left)
+                fds = [sniff] + ([interrupt_fd] if interrupt_fd is not None else [])
+                ready, _, _ = select.select(fds, [], [], left)
+                if interrupt_fd is not None and interrupt_fd in ready:
+                    emit({"event": "cancelled"})
+                    return
                 while ready:
                     try:
                         frame = sniff.recv(2048)
@@ -224,14 +230,35 @@ def agent(iface: str, stdin=sys.stdin, stdout=sys.stdout) -> int:
         stdout.flush()
 
     emit({"event": "ready", "iface": iface})
-    for line in stdin:
+    fd = stdin.fileno()
+    for line in _unbuffered_lines(fd):
         if not line.strip():
             continue
+        seq = None
         try:
-            _execute(CutInPlan.from_dict(json.loads(line)), iface, emit)
+            command = json.loads(line)
+            seq = command.pop("seq", None)
+            tagged = (lambda obj, seq=seq: emit(obj | {"seq": seq}))
+            _execute(CutInPlan.from_dict(command), iface, tagged, interrupt_fd=fd)
         except (ConfigError, ValueError, TypeError, OSError) as exc:
-            emit({"event": "error", "error": str(exc)})
+            emit({"event": "error", "error": str(exc), "seq": seq})
     return 0
+
+
+def _unbuffered_lines(fd: int):
+    """Lines from ``fd`` read byte by byte: nothing waits in a buffer that ``select`` cannot see."""
+    import os
+
+    buf = bytearray()
+    while True:
+        byte = os.read(fd, 1)
+        if not byte:
+            return
+        if byte == b"\n":
+            yield buf.decode("utf-8", errors="replace")
+            buf.clear()
+        else:
+            buf += byte
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,6 +298,7 @@ class TrafficAgent:
     lab: "Lab"
     node: str
     proc: object = field(default=None, init=False)
+    _seq: int = field(default=0, init=False)
 
     START_TIMEOUT = 10.0
 
@@ -290,9 +318,14 @@ class TrafficAgent:
         return self
 
     def arm(self, plan: CutInPlan, timeout: float = 5.0) -> None:
-        """Send ``plan`` and wait until the agent listens for its trigger (or starts sending)."""
+        """Send ``plan`` and wait until the agent listens for its trigger (or starts sending).
+
+        A plan still waiting for its trigger (a cell abandoned half-way) is cancelled by this one;
+        replies carry the plan's sequence number, so a late reply is never taken for this plan's.
+        """
         plan.validate()
-        self.proc.stdin.write(plan.to_json() + "\n")
+        self._seq += 1
+        self.proc.stdin.write(json.dumps(json.loads(plan.to_json()) | {"seq": self._seq}) + "\n")
         self.proc.stdin.flush()
         line = self._next(timeout)
         if line.get("event") != "armed":
@@ -305,8 +338,16 @@ class TrafficAgent:
     def _next(self, timeout: float) -> dict:
         from lab.backends.base import wait_for_line
 
+        def mine(line: str) -> bool:
+            if not line.startswith("{"):
+                return False
+            try:
+                return json.loads(line).get("seq") == self._seq
+            except ValueError:
+                return False
+
         try:
-            return json.loads(wait_for_line(self.proc, lambda l: l.startswith("{"), timeout))
+            return json.loads(wait_for_line(self.proc, mine, timeout))
         except TimeoutError:
             raise ScenarioError(f"cut-in agent on {self.node} did not answer within {timeout} s") from None
 

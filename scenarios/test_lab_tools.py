@@ -138,3 +138,18 @@ def test_router_reports_its_profile(lab_fig1):
         assert lab_fig1.nat_profile("nat-b") == prof.spec
     lab_fig1.clear_nat("nat-b")
     assert lab_fig1.nat_profile("nat-b") is None
+
+
+def test_an_abandoned_plan_is_cancelled_by_the_next(lab_fig1):
+    """A cell that dies before its trigger must not leave the agent deaf for the next cell."""
+    lab = lab_fig1
+    lab.configure_nat("nat-a", "symmetric-sequential")
+    agent = traffic.TrafficAgent(lab, "noise-a").start()
+    try:
+        never = traffic.Trigger(src="10.1.0.99", dport=1)
+        agent.arm(traffic.plan_for(lab, "noise-a", 1, never, timeout=20))
+        agent.arm(traffic.plan_for(lab, "noise-a", 2))  # within 5 s, not after the 20 s wait
+        rep = agent.result(5)
+    finally:
+        agent.stop()
+    assert rep["event"] == "done" and rep["sent"] == 2
