@@ -430,9 +430,13 @@ def _make_hubs(bridges: Sequence[str]) -> None:
 def teardown(client, prefix: str) -> None:
     """Remove every container, network and host rule labelled with ``prefix``. Idempotent."""
     flt = {"label": f"{LABEL}={prefix}"}
-    for c in client.api.containers(all=True, filters=flt):
+
+    def remove(cid: str) -> None:
         with contextlib.suppress(Exception):
-            client.api.remove_container(c["Id"], force=True, v=True)
+            client.api.remove_container(cid, force=True, v=True)
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(remove, [c["Id"] for c in client.api.containers(all=True, filters=flt)]))
     for net in client.api.networks(filters=flt):
         with contextlib.suppress(Exception):
             client.api.remove_network(net["Id"])
