@@ -46,7 +46,7 @@ class PeerConfig:
     punch_timeout: float = 2.0  # after punching, how long to wait for the other side's datagram
     count: int = 5  # data datagrams each way over the direct path
     rto: float = 0.2  # STUN initial retransmission timeout
-    punch_retries: int = 2  # extra rounds of the same punch burst (same 5-tuples: no new NAT mappings)
+    punch_retries: int = 2  # extra rounds of the same punch burst, after rto, then 2·rto more
     keepalive: float = 15.0
 
 
@@ -387,8 +387,11 @@ class _SessionRun:
         ports = self.result["punch_ports"]
         received: set[int] = set()
         deadline = self.peer.clock() + self.cfg.punch_timeout
-        retries = self.cfg.punch_retries if self.role == "A" else 0
-        retry_every = self.cfg.punch_timeout / (retries + 1)
+        # Both sides repeat their burst (same destinations: no new NAT mapping) so that a punch the
+        # far NAT dropped before its own side punched (step 15 on an address-restricted NAT) gets
+        # a second chance once the far side has opened its filter.
+        retries = self.cfg.punch_retries
+        retry_every = self.cfg.rto
         next_retry = self.peer.clock() + retry_every
         data_done_by: float | None = None
         while True:
@@ -405,6 +408,7 @@ class _SessionRun:
                 if retries and now >= next_retry:
                     self._burst(remote_ip, ports)
                     retries -= 1
+                    retry_every *= 2
                     next_retry = now + retry_every
                 wait = min(deadline, next_retry) - now if retries else deadline - now
             try:
