@@ -1,14 +1,17 @@
 """Entrypoint (PID 1) of a lab container: set the node up for its role, report ready, then idle.
 
 Roles (first argument, or $ROLE):
-  router  -- (no default route) apply the NAT profile $NAT_PROFILE between the interfaces on $WAN_SUBNET and
-             $LAN_SUBNET, with the lab's own renderer (lab.nat), exactly as the netns lab does;
+  router  -- apply the NAT profile $NAT_PROFILE between the interfaces on $WAN_SUBNET and
+             $LAN_SUBNET with the lab's own renderer (lab.nat), as the netns lab does;
   peer    -- (also ``noise``) replace the default route by $GATEWAY, the LAN's NAT router;
-  server  -- (no default route) run ``dp2pt server`` ($SERVER_ARGS) and report ready once it prints its ready line.
+  server  -- run ``dp2pt server`` ($SERVER_ARGS); ready once it prints its ready line;
+  idle    -- nothing (the Docker backend configures its nodes from the host).
+Routers and the server lose the default route Docker gives every container (via the host).
 
 Why here and not in compose.yaml: Docker neither keeps interface order nor lets a compose file
 route through a container, so interfaces are picked by subnet (pyroute2) and routes set at start.
-Readiness is the file /run/dp2pt/ready, which ``make lab-up`` polls with ``docker exec``.
+Readiness: the log line ``dp2pt-node: ready`` (and the file /run/dp2pt/ready), which
+``make lab-up`` waits for; a failed setup is one ``dp2pt-node: error:`` line and exit status 1.
 """
 from __future__ import annotations
 
@@ -20,6 +23,9 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+
+from lab.errors import LabError
+from pyroute2.netlink.exceptions import NetlinkError
 
 READY = Path("/run/dp2pt/ready")
 
@@ -147,7 +153,11 @@ def main(argv: list[str]) -> int:
             what = "idle"
         else:
             raise NodeError(f"unknown role {role!r} (router, peer, noise, server, idle)")
-    except (NodeError, OSError) as exc:
+    except NetlinkError as exc:
+        hint = " (the container needs cap_add NET_ADMIN)" if exc.code == 1 else ""
+        print(f"dp2pt-node: error: netlink: {exc.args[-1]}{hint}", file=sys.stderr, flush=True)
+        return 1
+    except (NodeError, LabError, OSError) as exc:
         print(f"dp2pt-node: error: {exc}", file=sys.stderr, flush=True)
         return 1
     READY.write_text(what + "\n")
