@@ -6,8 +6,7 @@ expected outcome from how the NATs work. ``python -m lab.matrix --write`` regene
 unit test fails when the file and the derivation disagree, so neither can drift silently.
 
 Cut-ins are crossed only with the NATs where they mean something (sequential allocators: on a
-port-preserving or random NAT a neighbour's flow does not move the peer's next port), and race
-cells (outcome decided by which punch is first, see lab.expect) are left out.
+port-preserving or random NAT a neighbour's flow does not move the peer's next port).
 """
 
 from __future__ import annotations
@@ -59,6 +58,7 @@ def _groups() -> list[tuple[str, list[dict]]]:
         ("a cone on the far side helps: EIF/ADF accept the punch from whatever port the cut-ins left",
          [dict(nat_a=SEQ, nat_b=FULL, variant="basic", cut_a=1), dict(nat_a=SEQ, nat_b=FULL, variant="basic", cut_a=2),
           dict(nat_a=SEQ, nat_b=RC, variant="basic", cut_a=1), dict(nat_a=FULL, nat_b=SEQ, variant="basic", cut_b=1),
+          dict(nat_a=RC, nat_b=SEQ, variant="basic", cut_b=1),
           dict(nat_a=SEQ, nat_b=PRC, variant="basic", cut_a=1)]),
         ("distributed server protocol (FIG. 4, steps 7-1/13-1): same outcomes as basic over two servers",
          [dict(nat_a=SEQ, nat_b=SEQ, variant="distributed"), dict(nat_a=SEQ, nat_b=SEQ, variant="distributed", cut_a=1),
@@ -72,14 +72,12 @@ def _groups() -> list[tuple[str, list[dict]]]:
 
 
 def default_cells() -> list[Cell]:
-    """Every cell of the matrix with its derived expectation (race cells left out)."""
+    """Every cell of the matrix with its derived expectation."""
     cells, seen = [], set()
     for why, rows in _groups():
         for row in rows:
             outcome = expect.expected(row["nat_a"], row["nat_b"], row.get("variant", "basic"), row.get("k"),
                                       row.get("schedule"), row.get("cut_a", 0), row.get("cut_b", 0))
-            if outcome == "race":
-                continue
             cell = Cell(expect=outcome, why=why, **row)
             if cell.id not in seen:
                 seen.add(cell.id)
