@@ -15,7 +15,8 @@ Without ``--model-only`` it also runs the lab (root, netns backend, :mod:`lab.ru
   opening new flows as a Poisson process from its peer's first probe (the agent is triggered by that
   probe and waits an exponential time first, which by memorylessness is the same process). The
   measured success count must fall in the model's 95% *prediction* interval for that many runs
-  (binomial quantiles at the model's probability, the model run on the timeline the lab measured).
+  (binomial quantiles at the model's probability; the model draws each trial's timing from the
+  timings the lab runs measured, since windows vary from run to run).
 - **Grid**: for each (k, cut-ins on A, cut-ins on B, delta) the lab's outcome (scripted cut-ins,
   checked in the NAT's conntrack to have landed in the window) must equal the model's prediction.
 """
@@ -464,11 +465,12 @@ RUNS_JSONL = "lab-runs.jsonl"
 
 
 def judge_poisson(name: str, rate: float, outcomes: list[LabOutcome], timeline: Timeline) -> list[Row]:
-    """Print whether n lab runs' success count is in the model's 95% prediction interval, whether each
-    run ends as the model replaying its own cut-in order predicts, and how many cut-ins landed where."""
+    """Print whether n lab runs' success count is in the model's 95% prediction interval (the model
+    drawing its timing from these runs' own), whether each run ends as the model replaying its own
+    cut-in order predicts, and how many cut-ins landed where (against the mean timeline's windows)."""
     measured = sum(o.ok for o in outcomes)
-    model = success_probability(get_schedule(name), SUMMARY_K, PoissonCutIns(rate), Network(timeline=timeline),
-                                MODEL_TRIALS_FOR_LAB, seed=1)
+    model = success_probability(get_schedule(name), SUMMARY_K, PoissonCutIns(rate), trials=MODEL_TRIALS_FOR_LAB,
+                                seed=1, timelines=run_timelines(outcomes))
     low, high = prediction_interval(model.p, len(outcomes))
     verdict = "agrees" if low <= measured <= high else "DISAGREES"
     print(f"lab   {name:15} rate={rate:<5g} k={SUMMARY_K}: {measured}/{len(outcomes)} direct; model p={model.p:.4f} "
@@ -485,6 +487,17 @@ def judge_poisson(name: str, rate: float, outcomes: list[LabOutcome], timeline: 
               f"(model {rate * window:.3f}), {during:.3f} during the burst")
     return [Row.of("lab", name, rate, SUMMARY_K, wilson(measured, len(outcomes))),
             Row.of("model@lab", name, rate, SUMMARY_K, model)]
+
+
+def run_timelines(outcomes: list[LabOutcome]) -> list[Timeline]:
+    """Each run's own timing (runs where a peer stopped before punching have none)."""
+    timelines = []
+    for o in outcomes:
+        try:
+            timelines.append(Timeline.from_results([(o.a, o.b)]))
+        except Dp2ptError:
+            continue
+    return timelines
 
 
 def realized_counts(order: tuple[str | None, ...]) -> tuple[int, int, int]:

@@ -62,3 +62,14 @@ def test_thousands_of_trials_per_second():
     start = time.perf_counter()
     success_probability(DIAGRAM1, 6, PoissonCutIns(0.26), trials=3000)
     assert time.perf_counter() - start < 3.0
+
+
+def test_drawing_timelines_per_trial_differs_from_their_mean():
+    # Half the runs with a short window, half with a long one: the success probability is not linear
+    # in the window (here concave), so the mean timeline overestimates the mixture.
+    base = dict(probe_spacing_ms=0.27, b_probe2_to_punch_ms=0.3, b_to_a_burst_ms=0.35)
+    short, long = Timeline(a_probe2_to_b_probe1_ms=0.1, **base), Timeline(a_probe2_to_b_probe1_ms=20.0, **base)
+    mean = Timeline(a_probe2_to_b_probe1_ms=10.05, **base)
+    mixed = success_probability(DIAGRAM1, 6, PoissonCutIns(0.26), trials=4000, seed=3, timelines=[short, long])
+    flat = success_probability(DIAGRAM1, 6, PoissonCutIns(0.26), Network(timeline=mean), trials=4000, seed=3)
+    assert mixed.high < flat.low

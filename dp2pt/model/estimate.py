@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from dp2pt.errors import ConfigError
 from dp2pt.model.cutins import CutInProcess
 from dp2pt.model.exchange import Network, run_exchange
+from dp2pt.model.timeline import Timeline
 from dp2pt.proto.schedules import Schedule
 
 #: Two-sided 95% normal quantile.
@@ -55,7 +57,7 @@ def wilson(successes: int, trials: int, z: float = Z95) -> Estimate:
 
 def success_probability(
     schedule: Schedule, k: int, process: CutInProcess, network: Network | None = None,
-    trials: int = 10000, seed: int = 0,
+    trials: int = 10000, seed: int = 0, timelines: Sequence[Timeline] = (),
 ) -> Estimate:
     """Estimate P(some punch gets through) for ``schedule`` with k packets per side.
 
@@ -65,15 +67,19 @@ def success_probability(
         process: the cut-in process (fixed counts or Poisson).
         network: routers and timing; the lab's defaults when None.
         trials: exchanges to replay.
-        seed: seeds cut-in times and random port allocation.
+        seed: seeds cut-in times, random port allocation and the choice of timeline.
+        timelines: measured timings, one drawn per trial instead of ``network.timeline``: windows
+            vary from run to run, and the success probability is not linear in their length.
     Raises:
         ConfigError: k does not fit the schedule, or trials < 1.
     """
     network = network or Network()
+    networks = [replace(network, timeline=t) for t in timelines] or [network]
     hypotheses = schedule.first(k)
     rng = random.Random(seed)
     successes = 0
     for _ in range(trials):
-        arrivals = process.draw(network.timeline, k, rng)
-        successes += run_exchange(network, hypotheses, arrivals, rng).ok
+        net = networks[0] if len(networks) == 1 else rng.choice(networks)
+        arrivals = process.draw(net.timeline, k, rng)
+        successes += run_exchange(net, hypotheses, arrivals, rng).ok
     return wilson(successes, trials)

@@ -7,8 +7,9 @@ cut-in on A's NAT shifts A's ports — spans B's whole NAT test and two relays, 
 its own report: "the time difference between step 5 and step 16 on account of the A is longer than that
 of step 11 and step 15 on account of the B".
 
-The defaults are the means of the peers' ``timeline_ms`` (docs/CONTRACT.md) over improved-protocol
-runs with k = 6 between dp2pt peers; :meth:`Timeline.from_results` derives them from result lines.
+The defaults are the means of the peers' ``timeline_ms`` (docs/CONTRACT.md) over 800 improved-protocol
+runs with k = 6 on the netns lab with Poisson cut-in agents running (``dp2pt-lab study improved``);
+:meth:`Timeline.from_results` derives them from result lines.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ class Timeline:
         wan_latency_ms: one way between the two NATs' public sides.
     """
 
-    probe_spacing_ms: float = 0.27
-    a_probe2_to_b_probe1_ms: float = 0.75
-    b_probe2_to_punch_ms: float = 0.3
-    b_to_a_burst_ms: float = 0.35
+    probe_spacing_ms: float = 0.7
+    a_probe2_to_b_probe1_ms: float = 1.45
+    b_probe2_to_punch_ms: float = 1.7
+    b_to_a_burst_ms: float = 2.1
     burst_gap_ms: float = 0.02
     wan_latency_ms: float = 0.05
 
@@ -91,10 +92,11 @@ class Timeline:
     ) -> Timeline:
         """Mean timing of runs, from each run's (A result, B result) lines.
 
-        Each peer's ``timeline_ms`` counts from its own session start; the server sends both session
-        messages together, so A's and B's clocks are taken as aligned (only ``b_to_a_burst_ms`` relies
-        on it; a cut-in's effect depends on the windows, which are each measured on one clock). Probe
-        times are when the answer came back, one round trip (tens of µs on the lab) after the mapping.
+        A probe's mark is when its *answer* came back, and the peer sends probe 2 at once, so probe 2
+        (the mapping that opens the window) left at probe 1's mark, and the probes' spacing is about
+        one round trip: the mark spacing. Each peer's ``timeline_ms`` counts from its own session
+        start; the server sends both session messages together, so A's and B's clocks are taken as
+        aligned (only ``b_to_a_burst_ms`` relies on it; each window is measured on one clock).
 
         Raises:
             ConfigError: no pairs, or a result without the timeline marks of an improved run.
@@ -106,9 +108,9 @@ class Timeline:
             if not all(m in ta and m in tb for m in marks):
                 raise ConfigError(f"result of session {a.get('session')!r} lacks timeline marks {marks}")
             spacing = (ta["probe2"] - ta["probe1"] + tb["probe2"] - tb["probe1"]) / 2
-            b_window = tb["punch"] - tb["probe2"]
+            b_window = tb["punch"] - tb["probe1"]
             b_to_a = max(0.0, ta["punch"] - tb["punch"])
-            a_window = ta["punch"] - ta["probe2"]
+            a_window = ta["punch"] - ta["probe1"]
             rows.append((spacing, max(0.0, a_window - spacing - b_window - b_to_a), b_window, b_to_a))
         if not rows:
             raise ConfigError("no results to derive a timeline from")

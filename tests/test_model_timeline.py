@@ -1,0 +1,44 @@
+"""The exchange's timing: derived instants, windows, and parameters read from peers' result lines."""
+
+import pytest
+
+from dp2pt.errors import ConfigError
+from dp2pt.model.timeline import Timeline
+
+
+def test_a_window_is_longer_than_b_window_as_the_spec_says():
+    t = Timeline()
+    assert t.a_window_ms > t.b_window_ms
+    assert t.a_probe1 < t.a_probe2 < t.b_probe1 < t.b_probe2 < t.b_punch(0) < t.a_punch(0)
+    assert t.a_punch(3) - t.a_punch(2) == pytest.approx(t.burst_gap_ms)
+
+
+def test_from_results_reads_windows_from_probe_2_send_which_is_probe_1_answer():
+    a = {"timeline_ms": {"probe1": 1.0, "probe2": 1.5, "punch": 6.0}}
+    b = {"timeline_ms": {"probe1": 3.0, "probe2": 3.5, "punch": 4.0}}
+    t = Timeline.from_results([(a, b)])
+    assert t.probe_spacing_ms == pytest.approx(0.5)
+    assert t.b_window_ms == pytest.approx(1.0)  # B's probe 2 left at 3.0, punched at 4.0
+    assert t.b_to_a_burst_ms == pytest.approx(2.0)
+    assert t.a_window_ms == pytest.approx(5.0)  # A's probe 2 left at 1.0, punched at 6.0
+
+
+def test_from_results_averages_runs():
+    runs = [({"timeline_ms": {"probe1": 1.0, "probe2": 2.0, "punch": 8.0}},
+             {"timeline_ms": {"probe1": 4.0, "probe2": 5.0, "punch": 6.0}}),
+            ({"timeline_ms": {"probe1": 1.0, "probe2": 1.0, "punch": 4.0}},
+             {"timeline_ms": {"probe1": 2.0, "probe2": 2.0, "punch": 3.0}})]
+    t = Timeline.from_results(runs)
+    assert t.probe_spacing_ms == pytest.approx(0.5)
+    assert t.b_to_a_burst_ms == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("pairs", [[], [({"timeline_ms": {"probe1": 1.0}}, {"timeline_ms": {}})]])
+def test_from_results_refuses_missing_marks(pairs):
+    with pytest.raises(ConfigError):
+        Timeline.from_results(pairs)
+
+
+def test_negative_durations_are_refused():
+    with pytest.raises(ConfigError):
+        Timeline(burst_gap_ms=-1)
