@@ -96,3 +96,14 @@ def test_poisson_draws_are_inside_each_nat_span_and_reproducible():
     assert all(t.a_probe1 < x < t.a_punch(5) for x in arrivals.a)
     assert all(t.b_probe1 < x < t.b_punch(5) for x in arrivals.b)
     assert PoissonCutIns(0).draw(t, 6, random.Random(3)) == Arrivals((), ())
+
+
+def test_a_repeated_burst_gets_through_a_restricted_cone_that_dropped_the_first():
+    # A behind an address-restricted cone drops B's first burst (A has not sent to B's address yet);
+    # A's own punches cannot predict B's random ports, but B's repeat, after A punched, passes.
+    restricted = NatConfig(mapping=Mapping.EIM, filtering=Filtering.ADF, allocation=Allocation.PRESERVE)
+    random_b = NatConfig(allocation=Allocation.RANDOM)
+    with_repeats = Network(restricted, random_b, Timeline())
+    assert run(GREEDY_6, network=with_repeats).hit[0] == "B"
+    without = Network(restricted, random_b, Timeline(repeats_ms=()))
+    assert not run(GREEDY_6, network=without).ok

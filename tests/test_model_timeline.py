@@ -39,6 +39,7 @@ def test_from_results_refuses_missing_marks(pairs):
         Timeline.from_results(pairs)
 
 
-def test_negative_durations_are_refused():
+@pytest.mark.parametrize("kw", [{"burst_gap_ms": -1}, {"repeats_ms": (200.0, -1.0)}])
+def test_negative_durations_are_refused(kw):
     with pytest.raises(ConfigError):
-        Timeline(burst_gap_ms=-1)
+        Timeline(**kw)

@@ -7,7 +7,8 @@ peers compute their punch ports exactly as the real ones do — ``punch_ports`` 
 the rest: which external port each punch leaves from (a new destination is a new flow and takes a
 port; a repeated destination reuses its flow) and whether an arriving punch is let in. B's punches
 normally reach NAT-A before A has any mapping toward B and are dropped (step 15); the exchange
-succeeds when a punch reaches the other peer, normally one of A's (step 16).
+succeeds when a punch reaches the other peer, normally one of A's (step 16), or one of the bursts
+both peers repeat later (same flows, no new port) once the far side has opened its filter.
 """
 
 from __future__ import annotations
@@ -102,8 +103,10 @@ class _Replay:
             for n, at in enumerate(cut_times):
                 self._push(at, "cut", (role, n))
         for i in range(k):
-            self._push(t.b_punch(i), "punch", ("B", i))
-            self._push(t.a_punch(i), "punch", ("A", i))
+            for role, punch_at in (("B", t.b_punch), ("A", t.a_punch)):
+                self._push(punch_at(i), "punch", (role, i))
+                for after in t.repeats_ms:
+                    self._push(punch_at(i) + after, "repeat", (role, i))
         hit = self._loop()
         return Outcome(
             hit is not None,
@@ -125,6 +128,8 @@ class _Replay:
         hit = None
         while self.queue:
             at, _, kind, data = heapq.heappop(self.queue)
+            if hit is not None and kind in ("repeat", "arrive"):
+                continue  # decided: only the first bursts' ports are still worth recording
             if kind == "probe":
                 role, n = data
                 self.mapped[role].append(self.nat[role].outbound(self.host[role], STUN_ALT if n else STUN))
@@ -134,19 +139,26 @@ class _Replay:
                 self.nat[role].outbound((host, 50000 + n), (f"192.0.2.{100 + n % 100}", 9000 + n))
             elif kind == "punch":
                 self._punch(at, *data)
-            elif hit is None and self._arrive(*data):
+            elif kind == "repeat":
+                self._send(at, *data)
+            elif self._arrive(*data):
                 hit = data[0], data[1]
         return hit
 
     def _punch(self, at: float, role: Role, i: int) -> None:
-        other: Role = "B" if role == "A" else "A"
+        """Step 15 (B) or 16 (A): the first burst, aimed from the other side's report."""
         if i == 0:
-            x1, x2 = self.mapped[other]
+            x1, x2 = self.mapped["B" if role == "A" else "A"]
             self.targets[role] = punch_ports(role, x2, x2 - x1, self.hypotheses)
+        self.sources[role].append(self._send(at, role, i))
+
+    def _send(self, at: float, role: Role, i: int) -> int:
+        """Send punch i through the NAT (a repeat reuses its flow); returns its external port."""
+        other: Role = "B" if role == "A" else "A"
         target = self.targets[role][i]
         source = self.nat[role].outbound(self.host[role], (self.nat[other].ip, target))
-        self.sources[role].append(source)
         self._push(at + self.t.wan_latency_ms, "arrive", (role, i, source, target))
+        return source
 
     def _arrive(self, role: Role, i: int, source: int, target: int) -> bool:
         other: Role = "B" if role == "A" else "A"

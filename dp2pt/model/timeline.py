@@ -33,6 +33,9 @@ class Timeline:
         b_to_a_burst_ms: from B's first punch to A's first punch (steps 15→16: y2/dy2 relayed to A).
         burst_gap_ms: between two punch packets of one burst.
         wan_latency_ms: one way between the two NATs' public sides.
+        repeats_ms: when each side sends its burst again, after its first (the peer's rto, then
+            doubling): same destinations, so no new mapping, but a punch the far NAT dropped before
+            its own side punched (an address-restricted filter) gets a second chance.
     """
 
     probe_spacing_ms: float = 0.7
@@ -41,10 +44,11 @@ class Timeline:
     b_to_a_burst_ms: float = 2.1
     burst_gap_ms: float = 0.02
     wan_latency_ms: float = 0.05
+    repeats_ms: tuple[float, ...] = (200.0, 600.0)
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
-            if value < 0:
+            if min(value, default=0) < 0 if isinstance(value, tuple) else value < 0:
                 raise ConfigError(f"timeline {name} must not be negative, got {value}")
 
     @property
@@ -88,7 +92,7 @@ class Timeline:
     @classmethod
     def from_results(
         cls, pairs: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]], burst_gap_ms: float = 0.02,
-        wan_latency_ms: float = 0.05,
+        wan_latency_ms: float = 0.05, repeats_ms: tuple[float, ...] = (200.0, 600.0),
     ) -> Timeline:
         """Mean timing of runs, from each run's (A result, B result) lines.
 
@@ -115,4 +119,4 @@ class Timeline:
         if not rows:
             raise ConfigError("no results to derive a timeline from")
         spacing, gap, b_window, b_to_a = (fmean(col) for col in zip(*rows))
-        return cls(spacing, gap, b_window, b_to_a, burst_gap_ms, wan_latency_ms)
+        return cls(spacing, gap, b_window, b_to_a, burst_gap_ms, wan_latency_ms, repeats_ms)
