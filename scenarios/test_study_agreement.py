@@ -7,18 +7,14 @@ Two symmetric-sequential routers built with nftables (lab/nat.py), real dp2pt pe
 - under Poisson cut-ins the success count of a few dozen runs lies in the model's 95% prediction
   interval (the full study, ``dp2pt-lab study improved``, does 200 runs per schedule and rate).
 
-Needs root and the lab's tools; skips with the reason otherwise.
+Runs on the session's lab (scenarios/conftest.py ``runner``), which skips with the reason when the
+machine cannot run it (not root, tools missing).
 """
-
-import os
-import shutil
 
 import pytest
 
 from dp2pt.model.timeline import Timeline
 from lab import study
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the netns lab needs root")
 
 #: (schedule, k, cut-ins on A, cut-ins on B, delta)
 CELLS = [
@@ -36,28 +32,6 @@ POISSON_RUNS = 30
 POISSON_RATE = 0.26
 
 
-@pytest.fixture(scope="module")
-def runner(tmp_path_factory):
-    from lab import topology
-    from lab.backends import get
-    from lab.errors import EnvironmentProblem
-    from lab.run import Runner
-
-    if shutil.which("dp2pt") is None:
-        pytest.skip("dp2pt is not installed on PATH (pip install -e .)")
-    backend = get()
-    try:
-        backend.check()
-    except EnvironmentProblem as exc:
-        pytest.skip(f"lab backend unavailable: {exc}")
-    lab = backend.up(topology.load("fig1"))
-    try:
-        with Runner(lab, tmp_path_factory.mktemp("study-runs")) as r:
-            yield r
-    finally:
-        lab.down()
-
-
 @pytest.mark.parametrize("schedule,k,cut_a,cut_b,delta", CELLS)
 def test_lab_outcome_equals_model_prediction(runner, schedule, k, cut_a, cut_b, delta):
     outcome = study.lab_grid_run(runner, schedule, k, cut_a, cut_b, delta)
@@ -67,15 +41,17 @@ def test_lab_outcome_equals_model_prediction(runner, schedule, k, cut_a, cut_b, 
     assert outcome.ok == study.model_prediction(schedule, k, cut_a, cut_b, delta, Timeline())
 
 
-def test_poisson_success_count_is_inside_the_model_prediction_interval(runner):
+def test_poisson_runs_agree_with_the_model_run_by_run_and_in_count(runner):
     from dp2pt.model.cutins import PoissonCutIns
     from dp2pt.model.estimate import success_probability
-    from dp2pt.model.exchange import Network
     from dp2pt.proto.schedules import get_schedule
 
     outcomes = [study.lab_poisson_run(runner, "poisson-greedy", 6, POISSON_RATE, seed) for seed in range(POISSON_RUNS)]
-    timeline = Timeline.from_results((o.a, o.b) for o in outcomes)
-    model = success_probability(get_schedule("poisson-greedy"), 6, PoissonCutIns(POISSON_RATE),
-                                Network(timeline=timeline), trials=5000, seed=1)
+    # Each run ends as the model predicts when it replays that run's own timing and cut-in order...
+    for o in outcomes:
+        assert study.replay_prediction(o, "poisson-greedy", 6) in (None, o.ok), (o.order_a, o.order_b)
+    # ...and the count of successes lies where the model's probability puts it.
+    model = success_probability(get_schedule("poisson-greedy"), 6, PoissonCutIns(POISSON_RATE), trials=5000,
+                                seed=1, timelines=study.run_timelines(outcomes))
     low, high = study.prediction_interval(model.p, POISSON_RUNS)
     assert low <= sum(o.ok for o in outcomes) <= high
