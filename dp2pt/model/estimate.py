@@ -35,10 +35,6 @@ class Estimate:
         """The point estimate."""
         return self.successes / self.trials
 
-    def contains(self, successes: int, trials: int) -> bool:
-        """Whether another measurement's rate lies inside this interval (the lab-vs-model check)."""
-        return self.low <= successes / trials <= self.high
-
 
 def wilson(successes: int, trials: int, z: float = Z95) -> Estimate:
     """Wilson score interval: unlike p ± z·sqrt(p(1-p)/n) it stays inside [0, 1] and is sane at p = 0 or 1.
