@@ -216,7 +216,7 @@ class Runner:
         prof_a = lab.configure_nat(nat_a, cell.nat_a)
         prof_b = lab.configure_nat(nat_b, cell.nat_b)
 
-        cap = lab.capture(topo.public, cdir / "public.pcap")
+        cap = lab.capture(topo.public, cdir / "public.pcap", bpf="udp or tcp")  # TCP: control steps 1, 2, 7, 8, 13, 14
         armed: dict[str, tuple[str, int]] = {}
         try:
             for peer, n, srv in ((peer_a, cell.cut_a, srv_a), (peer_b, cell.cut_b, srv_b)):

@@ -124,3 +124,16 @@ def test_federation_relays_reports_across_servers():
     assert sent(wire(down[:1], ls1, "ls2")) == [("A", "peer_report", 14)]
     # A server cannot forge upstream messages for a session it does not hold A for.
     assert ls2.on_server_message("ls3", make("upstream", **{"from": "A", "msg": report("", sid, 1)}), 0) == []
+
+
+def test_a_peer_leaving_after_its_result_does_not_void_the_others():
+    reg = registry()
+    ta, tb = login(reg, "ca", "A"), login(reg, "cb", "B")
+    sid = reg.on_message("cb", make("connect", token=tb, target="A", variant="basic", k=1, schedule="diagram1"), 0)[0].msg["session"]
+    reg.on_message("ca", report(ta, sid, 20001), 0)
+    reg.on_message("cb", report(tb, sid, 30001), 0)
+    reg.on_message("cb", make("punched", token=tb, session=sid), 0)
+    reg.on_message("ca", make("result", token=ta, session=sid, ok=True), 0)
+    assert reg.on_disconnect("ca") == []  # B is not told "peer-gone"
+    assert reg.on_message("cb", make("result", token=tb, session=sid, ok=True), 0) == []
+    assert reg.stats["sessions_direct"] == 1 and reg.sessions == {}

@@ -164,6 +164,8 @@ class Registry:
         del self.logins[peer]
         actions: list[Action] = []
         for session in [s for s in self.sessions.values() if s.role_of(peer)]:
+            if session.role_of(peer) in session.results:
+                continue  # it finished its side; the other side's result may still come (else: sweep)
             other = "B" if session.role_of(peer) == "A" else "A"
             actions += self._to(session, other, _error("peer-gone", f"peer {peer} logged out", session.id))
             del self.sessions[session.id]
