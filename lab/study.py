@@ -275,7 +275,9 @@ def poisson_plan(lab: "Lab", peer: str, stun: tuple[str, int], rate_per_ms: floa
     """Poisson cut-ins on ``peer``'s LAN from its first probe (spec step 3 or 9) on.
 
     The agent fires when the probe crosses the LAN and first waits an exponential time, so the flows
-    form a Poisson process started at the probe, as the model's is. (A Poisson stream running through
+    form a Poisson process started at the probe, as the model's is. That first wait must be drawn
+    independently of the agent's gaps (lab.traffic draws them from ``seed``): the same draw twice
+    would put a second flow right behind every early first one, doubling the cut-ins of short windows. (A Poisson stream running through
     the whole run instead falls behind while the peers' processes start and then catches up in
     bursts: not Poisson where it matters.)
     """
@@ -287,7 +289,7 @@ def poisson_plan(lab: "Lab", peer: str, stun: tuple[str, int], rate_per_ms: floa
     return traffic.plan_for(
         lab, plan_noise(lab.topology, peer), flows,
         traffic.Trigger(src=lab.topology.address(peer), dst=stun[0], dport=int(stun[1])),
-        mode="poisson", rate=per_s, delay=random.Random(seed).expovariate(per_s), seed=seed, timeout=15.0,
+        mode="poisson", rate=per_s, delay=random.Random(f"delay/{seed}").expovariate(per_s), seed=seed, timeout=15.0,
     )
 
 

@@ -113,3 +113,18 @@ def test_replay_puts_each_cut_in_just_before_the_next_peer_flow():
     times = study.replay_arrivals(order, [0.0, 1.0, 5.0, 5.5])
     assert [round(t, 3) for t in times] == [1.0, 5.0, 5.5]
     assert all(t < flow for t, flow in zip(times, [1.0, 5.0, 5.5]))
+
+
+def test_poisson_plan_first_wait_is_independent_of_the_agents_gaps():
+    from types import SimpleNamespace
+
+    from lab import topology
+    from lab.traffic import offsets
+
+    lab = SimpleNamespace(topology=topology.load("fig1"))
+    for seed in range(20):
+        plan = study.poisson_plan(lab, "a", ("198.51.100.10", 3478), 0.26, seed)
+        times = offsets(plan)
+        assert times[0] == plan.delay
+        assert times[1] - times[0] != pytest.approx(plan.delay)  # not the same exponential draw again
+    assert plan.trigger.src == "10.1.0.10" and plan.trigger.dport == 3478 and plan.mode == "poisson"
