@@ -15,6 +15,7 @@ import pytest
 
 from lab import backends, topology
 from lab.errors import EnvironmentProblem, LabError
+from lab.backends.netns import process_alive
 from lab.run import Runner, new_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,17 +71,9 @@ def leftovers(backend, labs) -> list[str]:
         if lab.prefix in known:
             left.append(f"lab {lab.prefix} still listed by the backend")
         for pid in lab.spawned:
-            if _alive(pid):
+            if process_alive(pid):
                 left.append(f"process {pid} of lab {lab.prefix} still running")
     return left
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def pytest_sessionfinish(session, exitstatus):

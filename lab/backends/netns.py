@@ -152,12 +152,13 @@ def _kill_all(pids: list[int]) -> None:
             return
         deadline = time.monotonic() + 1.0
         while alive and time.monotonic() < deadline:
-            alive = [p for p in alive if _alive(p)]
+            alive = [p for p in alive if process_alive(p)]
             time.sleep(0.02)
         pids = alive
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True for a running (not zombie) process."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(") ", 1)[1][0] != "Z"
@@ -173,6 +174,14 @@ def _remove_ns(name: str) -> None:
     except OSError as exc:
         if exc.errno not in (errno.ENOENT, errno.EINVAL):
             raise
+
+
+def _remove_lab(prefix: str, names: list[str]) -> None:
+    """Kill every process in the lab's namespaces, remove them and its state file (idempotent)."""
+    _kill_all([p for plist in _pids_in(names).values() for p in plist])
+    for name in names:
+        _remove_ns(name)
+    (STATE_DIR / f"{prefix}.json").unlink(missing_ok=True)
 
 
 def list_lab_namespaces() -> dict[str, list[str]]:
@@ -426,28 +435,14 @@ class NetnsBackend(Backend):
         prefixes = self._prefixes()
         labs = list_lab_namespaces()
         for prefix in prefixes:
-            names = labs.get(prefix, [])
-            _kill_all([p for plist in _pids_in(names).values() for p in plist])
-            for name in names:
-                _remove_ns(name)
-            try:
-                (STATE_DIR / f"{prefix}.json").unlink()
-            except FileNotFoundError:
-                pass
+            _remove_lab(prefix, labs.get(prefix, []))
         return prefixes
 
     def down(self, prefix: str) -> None:
         """Remove one lab by prefix, with or without its state file."""
         if prefix not in self._prefixes():
             raise LabNotFound(f"no lab {prefix!r} (running: {', '.join(self._prefixes()) or 'none'})")
-        names = list_lab_namespaces().get(prefix, [])
-        _kill_all([p for plist in _pids_in(names).values() for p in plist])
-        for name in names:
-            _remove_ns(name)
-        try:
-            (STATE_DIR / f"{prefix}.json").unlink()
-        except FileNotFoundError:
-            pass
+        _remove_lab(prefix, list_lab_namespaces().get(prefix, []))
 
 
 BACKEND_CLASS = NetnsBackend
