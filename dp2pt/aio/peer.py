@@ -25,7 +25,7 @@ from dp2pt.errors import (
 )
 from dp2pt.proto import datagram, messages, stun
 from dp2pt.proto.datagram import Datagram, Kind
-from dp2pt.proto.nat_test import NatReport, probe_count, report_from_probes
+from dp2pt.proto.nat_test import probe_count, report_from_probes
 from dp2pt.proto.schedules import get_schedule, punch_ports
 from dp2pt.transaction import StunClient
 
@@ -312,17 +312,16 @@ class _SessionRun:
         assert self.sock.transport is not None
         self.result["local"] = list(self.sock.transport.get_extra_info("sockname")[:2])
         if self.role == "A":
-            report = await self._test_nat()  # steps 3-7
+            await self._test_nat()  # steps 3-7
             remote = await self._expect("peer_report")  # step 14
             await self._expect("punch")  # B has punched (step 15); our turn (step 16)
             await self._punch(remote)
         else:
             remote = await self._expect("peer_report")  # step 8
-            report = await self._test_nat()  # steps 9-13
+            await self._test_nat()  # steps 9-13
             await self._expect("punch")  # step 15
             await self._punch(remote)
             await self.peer.send_control(messages.make("punched", token=self.peer.token, session=self.sid))
-        del report
         await self._direct()
         return self.result
 
@@ -337,7 +336,7 @@ class _SessionRun:
             if msg["type"] == "error":
                 raise TraversalFailed(f"location server: {msg['message']}")
 
-    async def _test_nat(self) -> NatReport:
+    async def _test_nat(self) -> None:
         """Steps 3-6 (or 9-12): probe the location server's two STUN ports; step 7 (13): report."""
         assert self.sock is not None
         mapped = []
@@ -361,7 +360,6 @@ class _SessionRun:
                           delta=report.delta)
         )
         self._mark("report")
-        return report
 
     async def _punch(self, remote: Msg) -> None:
         """Step 15 (B) or 16 (A): one punch per predicted port of the other side's NAT."""
