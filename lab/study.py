@@ -191,8 +191,10 @@ def run_improved(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = model_rows(schedules, rates, ks, args.trials, args.seed, Network())
-    if not args.model_only:
-        rows += lab_study(schedules, rates, args.lab_runs, out)
+    if args.from_runs:
+        rows += judge_lab(*load_runs(args.from_runs), out)
+    elif not args.model_only:
+        rows += judge_lab(*load_runs([collect_lab(schedules, rates, args.lab_runs, out)]), out)
     write_csv(rows, out / CSV_NAME)
     for path in plot(rows, out):
         print(f"wrote {path}")
@@ -210,6 +212,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model-only", action="store_true", help="skip the lab runs (no root needed)")
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="model trials per point")
     p.add_argument("--lab-runs", type=int, default=DEFAULT_LAB_RUNS, help="lab exchanges per schedule and rate (k=6)")
+    p.add_argument("--from-runs", action="append", type=Path, metavar="JSONL",
+                   help=f"judge the runs saved in a {RUNS_JSONL} instead of running the lab (repeatable)")
     p.add_argument("--rates", default=",".join(map(str, DEFAULT_RATES)), help="cut-in rates, new flows per ms")
     p.add_argument("--k", default=DEFAULT_KS, help="packets per side: 1..12, 6 or 1,2,6")
     p.add_argument("--schedules", default=",".join(DEFAULT_SCHEDULES),
@@ -416,54 +420,94 @@ def model_prediction(schedule: str, k: int, cut_a: int, cut_b: int, delta: int, 
     return run_exchange(network, hypotheses, arrivals, random.Random(0)).ok
 
 
-def lab_study(
-    schedules: list[str], rates: list[float], runs: int, out: Path, grid_cells: tuple = GRID
-) -> list[Row]:
-    """Poisson runs and the agreement grid on a fresh lab; prints each verdict, keeps every run.
+RUNS_JSONL = "lab-runs.jsonl"
+#: A run that hits a lab failure (a cut-in agent that does not answer) is tried this often, with fresh
+#: agents, before it is left out: it is the lab failing, not the protocol.
+RUN_ATTEMPTS = 3
 
-    Every run's outcome goes to ``lab-runs.jsonl`` (lab.run keeps only the last run of a cell's
-    artifacts, and the Poisson runs all share a cell).
+Poisson = dict[tuple[str, float], list[LabOutcome]]
+Grid = list[tuple[str, int, int, int, int, LabOutcome]]
 
-    Returns:
-        "lab" rows (measured) and "model@lab" rows (the model on the timeline the lab measured).
+
+def collect_lab(schedules: list[str], rates: list[float], runs: int, out: Path, grid_cells: tuple = GRID) -> Path:
+    """Poisson runs and the agreement grid on a fresh lab, one line per run in ``lab-runs.jsonl``.
+
+    Each line is the run's key (JSON), a tab, and its :class:`LabOutcome` (JSON): lab.run keeps only
+    the last run of a cell's artifacts and the Poisson runs all share a cell, so this file is the
+    record :func:`load_runs` judges.
     """
     from lab import topology
     from lab.backends import get
     from lab.run import Runner, new_run_dir
 
+    path = out / RUNS_JSONL
     lab = get().up(topology.load("fig1"))
-    poisson: dict[tuple[str, float], list[LabOutcome]] = {}
-    grid = []
     try:
-        with Runner(lab, new_run_dir(out / "lab-runs")) as runner, (out / RUNS_JSONL).open("w") as log:
+        with Runner(lab, new_run_dir(out / "lab-runs")) as runner, path.open("w") as log:
             for name in schedules:
-                for rate in rates:
-                    poisson[name, rate] = []
-                    for seed in range(runs):
-                        outcome = lab_poisson_run(runner, name, SUMMARY_K, rate, seed)
-                        log.write(json.dumps({"schedule": name, "rate": rate, "seed": seed}) + "\t" + outcome.to_json() + "\n")
-                        poisson[name, rate].append(outcome)
-                for d in GRID_DELTAS:
-                    for k, a, b in grid_cells:
-                        outcome = lab_grid_run(runner, name, k, a, b, d)
-                        log.write(json.dumps({"schedule": name, "k": k, "cut": [a, b], "delta": d}) + "\t"
-                                  + outcome.to_json() + "\n")
-                        grid.append((name, k, a, b, d, outcome))
+                jobs = [({"schedule": name, "rate": rate, "seed": seed}, lab_poisson_run, (name, SUMMARY_K, rate, seed))
+                        for rate in rates for seed in range(runs)]
+                jobs += [({"schedule": name, "k": k, "cut": [a, b], "delta": d}, lab_grid_run, (name, k, a, b, d))
+                         for d in GRID_DELTAS for k, a, b in grid_cells]
+                for key, run, args in jobs:
+                    outcome = _attempt(runner, run, args)
+                    if outcome is not None:
+                        log.write(json.dumps(key) + "\t" + outcome.to_json() + "\n")
     finally:
         lab.down()
+    return path
+
+
+def _attempt(runner: "Runner", run, args: tuple) -> LabOutcome | None:
+    from lab import traffic
+    from lab.errors import LabError
+
+    for _ in range(RUN_ATTEMPTS):
+        try:
+            return run(runner, *args)
+        except LabError as exc:
+            print(f"lab   run {args} failed in the lab ({exc}); restarting the cut-in agents")
+            for noise, agent in list(runner.agents.items()):
+                agent.stop()
+                runner.agents[noise] = traffic.TrafficAgent(runner.lab, noise).start()
+    print(f"lab   run {args} left out after {RUN_ATTEMPTS} lab failures")
+    return None
+
+
+def load_runs(paths: list[Path]) -> tuple[Poisson, Grid]:
+    """The runs of one or more ``lab-runs.jsonl`` files, by kind: Poisson runs by (schedule, rate), grid cells."""
+    poisson: Poisson = {}
+    grid: Grid = []
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            key_text, _, outcome_text = line.partition("\t")
+            key, fields = json.loads(key_text), json.loads(outcome_text)
+            outcome = LabOutcome(**{**fields, "order_a": tuple(fields["order_a"]), "order_b": tuple(fields["order_b"])})
+            if "rate" in key:
+                poisson.setdefault((key["schedule"], key["rate"]), []).append(outcome)
+            else:
+                grid.append((key["schedule"], key["k"], *key["cut"], key["delta"], outcome))
+    return poisson, grid
+
+
+def judge_lab(poisson: Poisson, grid: Grid, out: Path) -> list[Row]:
+    """Print every verdict (Poisson counts, run-by-run replays, the grid) and write ``grid.csv``.
+
+    Returns:
+        "lab" rows (measured) and "model@lab" rows (the model drawing the lab runs' timings).
+    """
+    outcomes = [*(o for v in poisson.values() for o in v), *(g[-1] for g in grid)]
     timeline = Timeline.from_results(
-        (o.a, o.b) for o in [*(o for v in poisson.values() for o in v), *(g[-1] for g in grid)]
+        (o.a, o.b) for o in outcomes
         if "punch" in o.a.get("timeline_ms", {}) and "punch" in o.b.get("timeline_ms", {})
     )
     print(f"lab timeline (means over runs): {timeline}")
     rows = []
-    for (name, rate), outcomes in poisson.items():
-        rows += judge_poisson(name, rate, outcomes, timeline)
-    write_grid(grid, timeline, out / GRID_CSV_NAME)
+    for (name, rate), runs in poisson.items():
+        rows += judge_poisson(name, rate, runs, timeline)
+    if grid:
+        write_grid(grid, timeline, out / GRID_CSV_NAME)
     return rows
-
-
-RUNS_JSONL = "lab-runs.jsonl"
 
 
 def judge_poisson(name: str, rate: float, outcomes: list[LabOutcome], timeline: Timeline) -> list[Row]:

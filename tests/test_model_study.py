@@ -128,3 +128,15 @@ def test_poisson_plan_first_wait_is_independent_of_the_agents_gaps():
         assert times[0] == plan.delay
         assert times[1] - times[0] != pytest.approx(plan.delay)  # not the same exponential draw again
     assert plan.trigger.src == "10.1.0.10" and plan.trigger.dport == 3478 and plan.mode == "poisson"
+
+
+def test_saved_runs_load_back_by_kind(tmp_path):
+    outcome = study.LabOutcome(True, {"timeline_ms": {}}, {}, {"in_window": True}, ("x:1", None), ("y:2",))
+    path = tmp_path / study.RUNS_JSONL
+    path.write_text(
+        '{"schedule": "diagram1", "rate": 0.26, "seed": 0}\t' + outcome.to_json() + "\n"
+        + '{"schedule": "diagram1", "k": 6, "cut": [2, 0], "delta": 2}\t' + outcome.to_json() + "\n"
+    )
+    poisson, grid = study.load_runs([path])
+    assert poisson == {("diagram1", 0.26): [outcome]}
+    assert grid == [("diagram1", 6, 2, 0, 2, outcome)]
