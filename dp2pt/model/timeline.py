@@ -38,10 +38,10 @@ class Timeline:
             its own side punched (an address-restricted filter) gets a second chance.
     """
 
-    probe_spacing_ms: float = 0.7
-    a_probe2_to_b_probe1_ms: float = 1.45
-    b_probe2_to_punch_ms: float = 1.7
-    b_to_a_burst_ms: float = 2.1
+    probe_spacing_ms: float = 0.41
+    a_probe2_to_b_probe1_ms: float = 0.78
+    b_probe2_to_punch_ms: float = 0.91
+    b_to_a_burst_ms: float = 1.12
     burst_gap_ms: float = 0.02
     wan_latency_ms: float = 0.05
     repeats_ms: tuple[float, ...] = (200.0, 600.0)
