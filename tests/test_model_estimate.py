@@ -45,7 +45,7 @@ def test_without_probe_gap_or_burst_spread_monte_carlo_agrees_with_the_exact_cov
     timeline = Timeline(probe_spacing_ms=0, burst_gap_ms=0)
     schedule = get_schedule(name)
     exact = cover_probability(survived_cut_ins(schedule.first(6)), *window_means(0.26, timeline))
-    e = success_probability(schedule, 6, PoissonCutIns(0.26), Network(timeline=timeline), trials=4000, seed=1)
+    e = success_probability(schedule, 6, PoissonCutIns(0.26), Network(timeline=timeline), trials=10000, seed=1)
     assert e.low <= exact <= e.high
 
 
