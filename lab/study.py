@@ -145,17 +145,18 @@ def plot(rows: list[Row], out: Path) -> list[Path]:
     paths = []
     for rate in sorted({r.rate_per_ms for r in rows}):
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name in dict.fromkeys(r.schedule for r in rows):
+        for n, name in enumerate(dict.fromkeys(r.schedule for r in rows)):
+            color = f"C{n}"
             model = [r for r in rows if r.source == "model" and r.schedule == name and r.rate_per_ms == rate]
             if model:
-                line, = ax.plot([r.k for r in model], [r.p for r in model], marker="o", label=f"{name} (model)")
+                ax.plot([r.k for r in model], [r.p for r in model], marker="o", color=color, label=f"{name} (model)")
                 ax.fill_between([r.k for r in model], [r.low for r in model], [r.high for r in model],
-                                color=line.get_color(), alpha=0.2)
+                                color=color, alpha=0.2)
             lab = [r for r in rows if r.source == "lab" and r.schedule == name and r.rate_per_ms == rate]
             if lab:
                 ax.errorbar([r.k for r in lab], [r.p for r in lab],
                             yerr=[[r.p - r.low for r in lab], [r.high - r.p for r in lab]],
-                            fmt="s", capsize=3, label=f"{name} (lab)")
+                            fmt="s", color=color, markerfacecolor="white", capsize=4, label=f"{name} (lab)")
         ax.set(xlabel="k (punch packets per side)", ylabel="P(direct path)", ylim=(0, 1.02),
                title=f"Improved protocol under Poisson cut-ins, {rate:g} new mappings/ms per NAT")
         ax.grid(alpha=0.3)
