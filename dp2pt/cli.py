@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     peer.add_argument("--punch-timeout", type=_seconds, default=2.0, help="seconds to wait for a direct datagram")
     peer.add_argument("--rto", type=_seconds, default=0.2, help="STUN initial retransmission timeout")
     peer.add_argument("--count", type=int, default=5, help="data datagrams each way")
-    peer.add_argument("--json", action="store_true", help="print the JSON result line also on failure")
+    output = peer.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the JSON result line also on failure")
+    output.add_argument("--human", action="store_true", help="print results as sentences instead of JSON")
     roles = peer.add_subparsers(dest="role", required=True, parser_class=_Parser)
     listen = roles.add_parser("listen", help="wait for peers to connect (role A)")
     listen.add_argument("--sessions", type=int, default=1, help="sessions to serve before exiting (0: forever)")
@@ -92,6 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _emit(obj: dict[str, Any]) -> None:
     print(json.dumps(obj, separators=(",", ":")), flush=True)
+
+
+def describe(result: dict[str, Any]) -> str:
+    """One sentence for a person reading a terminal (``--human``)."""
+    what = f"{result['variant']}" + (f", k={result['k']} {result['schedule']}" if result["variant"] == "improved" else "")
+    if not result["ok"]:
+        return f"{result['id']} -> {result['peer']}: no direct path ({what}): {result['error']}"
+    ip, port = result["remote_endpoint"]
+    return (
+        f"{result['id']} -> {result['peer']}: direct path to {ip}:{port} in {result['time_to_direct_ms']:.1f} ms "
+        f"({what}; mapped {result['mapped'][0]}:{result['mapped'][1]} delta {result['delta']}; punch #{result['hit']} "
+        f"got through; {result['data_received']}/{result['data_sent']} data datagrams; {result['packets_sent']} packets sent)"
+    )
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -126,7 +141,9 @@ async def _peer(args: argparse.Namespace) -> int:
     failures: list[dict[str, Any]] = []
 
     def report(result: dict[str, Any]) -> None:
-        if result["ok"] or args.json:
+        if args.human:
+            print(describe(result), flush=True)
+        elif result["ok"] or args.json:
             _emit(result)
         if not result["ok"]:
             failures.append(result)
@@ -139,7 +156,10 @@ async def _peer(args: argparse.Namespace) -> int:
         get_schedule(args.schedule).first(k)
     async with Peer(config) as peer:
         if args.role == "listen":
-            _emit({"event": "ready", "id": args.id, "server": list(args.server)})
+            if args.human:
+                print(f"{args.id}: logged in to {args.server[0]}:{args.server[1]}, waiting for peers", flush=True)
+            else:
+                _emit({"event": "ready", "id": args.id, "server": list(args.server)})
             await peer.listen(report, sessions=args.sessions)
         else:
             report(await peer.connect(args.target, args.variant, k, args.schedule))

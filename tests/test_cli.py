@@ -30,6 +30,18 @@ def test_listen_and_connect_print_json_results():
     assert result_a["ok"] and result_a["role"] == "A" and result_a["session"] == result_b["session"]
 
 
+def test_human_output():
+    with server_process() as (_, tcp, _udp):
+        server = f"{tcp[0]}:{tcp[1]}"
+        listener = subprocess.Popen(DP2PT + ["peer", "--id", "A", "--server", server, "--human", "listen"],
+                                    stdout=subprocess.PIPE, text=True)
+        assert "logged in" in listener.stdout.readline()
+        b = run("peer", "--id", "B", "--server", server, "--human", "connect", "A")
+        assert listener.wait(10) == 0
+    assert b.returncode == 0
+    assert b.stdout.startswith("B -> A: direct path to 127.0.0.1:") and "5/5 data datagrams" in b.stdout
+
+
 def test_server_unreachable():
     port = free_port(kind=1)
     proc = run("peer", "--id", "B", "--server", f"127.0.0.1:{port}", "connect", "A")
