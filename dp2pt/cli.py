@@ -44,6 +44,20 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _k(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive(text)
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate (new flows per ms, >= 0)")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -87,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     connect = roles.add_parser("connect", help="open a direct path to another peer (role B)")
     connect.add_argument("target", help="id of the peer to reach")
     connect.add_argument("--variant", choices=VARIANTS, default="basic")
-    connect.add_argument("--k", type=_positive, default=None, help="punch packets per side (improved; default 6)")
+    connect.add_argument("--k", type=_k, default=None,
+                         help="punch packets per side (improved; default 6; 'auto': from --cut-in-rate)")
+    connect.add_argument("--cut-in-rate", type=_rate, help="measured new flows per ms on the NATs, for --k auto")
     connect.add_argument("--schedule", default="diagram1", help=f"hypothesis order (known: {', '.join(SCHEDULES)})")
     return parser
 
@@ -150,9 +166,9 @@ async def _peer(args: argparse.Namespace) -> int:
             print(f"dp2pt: error: {result['error']}", file=sys.stderr, flush=True)
 
     if args.role == "connect":
-        k = args.k if args.k is not None else (6 if args.variant == "improved" else 1)
         if args.variant != "improved" and args.k not in (None, 1):
             raise ConfigError(f"--k applies to the improved variant, not {args.variant}")
+        k = _choose_k(args) if args.k == "auto" else args.k or (6 if args.variant == "improved" else 1)
         get_schedule(args.schedule).first(k)
     async with Peer(config) as peer:
         if args.role == "listen":
@@ -164,6 +180,15 @@ async def _peer(args: argparse.Namespace) -> int:
         else:
             report(await peer.connect(args.target, args.variant, k, args.schedule))
     return failures[-1]["error_code"] or 6 if failures else 0
+
+
+def _choose_k(args: argparse.Namespace) -> int:
+    """Adaptive k (off unless asked): the fewest packets that cover the measured cut-in rate."""
+    if args.cut_in_rate is None:
+        raise ConfigError("--k auto needs --cut-in-rate (new flows per ms, e.g. from dp2pt.model.design.cut_in_rate)")
+    from dp2pt.model.design import choose_k
+
+    return choose_k(get_schedule(args.schedule), args.cut_in_rate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

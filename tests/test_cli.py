@@ -42,6 +42,22 @@ def test_human_output():
     assert b.stdout.startswith("B -> A: direct path to 127.0.0.1:") and "5/5 data datagrams" in b.stdout
 
 
+def test_adaptive_k_grows_with_the_cut_in_rate():
+    ks = []
+    with server_process() as (_, tcp, _udp):
+        server = f"{tcp[0]}:{tcp[1]}"
+        for rate in ("0.01", "1.0"):
+            listener = subprocess.Popen(DP2PT + ["peer", "--id", "A", "--server", server, "listen"],
+                                        stdout=subprocess.PIPE, text=True)
+            listener.stdout.readline()
+            b = run("peer", "--id", "B", "--server", server, "connect", "A", "--variant", "improved",
+                    "--schedule", "poisson-greedy", "--k", "auto", "--cut-in-rate", rate)
+            listener.wait(10)
+            assert b.returncode == 0, b.stderr
+            ks.append(json.loads(b.stdout)["k"])
+    assert 1 <= ks[0] < ks[1]
+
+
 def test_server_unreachable():
     port = free_port(kind=1)
     proc = run("peer", "--id", "B", "--server", f"127.0.0.1:{port}", "connect", "A")
@@ -69,6 +85,8 @@ def test_unknown_peer():
         (["peer", "--id", "B", "--server", "127.0.0.1:1", "connect", "A", "--k", "3"], "--k applies to the improved"),
         (["peer", "--id", "B", "--server", "127.0.0.1:1", "connect", "A", "--variant", "improved",
           "--schedule", "nope"], "unknown schedule"),
+        (["peer", "--id", "B", "--server", "127.0.0.1:1", "connect", "A", "--variant", "improved", "--k", "auto"],
+         "--k auto needs --cut-in-rate"),
         (["server", "--tcp", "127.0.0.1:99999"], "is not HOST:PORT"),
         (["frobnicate"], "invalid choice"),
     ],
