@@ -38,6 +38,18 @@ def address(text: str) -> Address:
     return host, int(port)
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
+    return int(text)
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
@@ -76,9 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     server = commands.add_parser("server", help="run a location server")
     server.add_argument("--tcp", type=address, default=("0.0.0.0", 7000), help="TCP control address")
     server.add_argument("--udp", type=address, default=("0.0.0.0", 3478), help="UDP control + STUN address")
-    server.add_argument("--alt-port", type=int, help="STUN port of the second probe (default: UDP port + 1)")
+    server.add_argument("--alt-port", type=_port, help="STUN port of the second probe (default: UDP port + 1)")
     server.add_argument("--peer-server", type=address, action="append", default=[],
                         help="TCP address of another location server of the federation (repeatable)")
+    server.add_argument("--accept-server", action="append", default=[], metavar="IP",
+                        help="another server address allowed to link in (the --peer-server hosts always are)")
     server.add_argument("--name", default="ls1", help="this server's name in the federation")
     server.add_argument("--json", action="store_true", help="(accepted for symmetry; output is always JSON)")
 
@@ -91,13 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     peer.add_argument("--timeout", type=_seconds, default=10.0, help="seconds a session may take")
     peer.add_argument("--punch-timeout", type=_seconds, default=2.0, help="seconds to wait for a direct datagram")
     peer.add_argument("--rto", type=_seconds, default=0.2, help="STUN initial retransmission timeout")
-    peer.add_argument("--count", type=int, default=5, help="data datagrams each way")
+    peer.add_argument("--count", type=_count, default=5, help="data datagrams each way")
     output = peer.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the JSON result line also on failure")
     output.add_argument("--human", action="store_true", help="print results as sentences instead of JSON")
     roles = peer.add_subparsers(dest="role", required=True, parser_class=_Parser)
     listen = roles.add_parser("listen", help="wait for peers to connect (role A)")
-    listen.add_argument("--sessions", type=int, default=1, help="sessions to serve before exiting (0: forever)")
+    listen.add_argument("--sessions", type=_count, default=1, help="sessions to serve before exiting (0: forever)")
     connect = roles.add_parser("connect", help="open a direct path to another peer (role B)")
     connect.add_argument("target", help="id of the peer to reach")
     connect.add_argument("--variant", choices=VARIANTS, default="basic")
@@ -129,11 +143,14 @@ async def _serve(args: argparse.Namespace) -> int:
     from dp2pt.aio.server import LocationServer, ServerConfig
 
     config = ServerConfig(name=args.name, tcp=args.tcp, udp=args.udp, alt_port=args.alt_port,
-                          peer_servers=args.peer_server)
+                          peer_servers=args.peer_server, accept_servers=args.accept_server)
+    if args.alt_port is None and args.udp[1] == 65535:
+        raise ConfigError("--udp port 65535 leaves no room for the second probe's port: give --alt-port")
     server = LocationServer(config)
     try:
         await server.start()
     except OSError as exc:
+        await server.close()
         raise ConfigError(f"cannot bind: {exc.strerror or exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -149,8 +166,6 @@ async def _serve(args: argparse.Namespace) -> int:
 async def _peer(args: argparse.Namespace) -> int:
     from dp2pt.aio.peer import Peer, PeerConfig
 
-    if args.count < 0:
-        raise ConfigError("--count must be >= 0")
     config = PeerConfig(id=args.id, server=args.server, udp_control=args.udp_control, bind=args.bind,
                         stun=args.stun, timeout=args.timeout, punch_timeout=args.punch_timeout,
                         count=args.count, rto=args.rto)
@@ -168,6 +183,8 @@ async def _peer(args: argparse.Namespace) -> int:
     if args.role == "connect":
         if args.variant != "improved" and args.k not in (None, 1):
             raise ConfigError(f"--k applies to the improved variant, not {args.variant}")
+        if args.cut_in_rate is not None and args.k != "auto":
+            raise ConfigError("--cut-in-rate is only used with --k auto")
         k = _choose_k(args) if args.k == "auto" else args.k or (6 if args.variant == "improved" else 1)
         get_schedule(args.schedule).first(k)
     async with Peer(config) as peer:

@@ -10,8 +10,9 @@ from dp2pt.aio.server import LocationServer, ServerConfig
 
 
 @asynccontextmanager
-async def location_server(name="ls1", peers=(), host="127.0.0.1"):
-    server = LocationServer(ServerConfig(name=name, tcp=(host, 0), udp=(host, 0), alt_port=0, peer_servers=list(peers)))
+async def location_server(name="ls1", peers=(), host="127.0.0.1", accept=()):
+    server = LocationServer(ServerConfig(name=name, tcp=(host, 0), udp=(host, 0), alt_port=0, peer_servers=list(peers),
+                                         accept_servers=list(accept)))
     await server.start()
     try:
         yield server

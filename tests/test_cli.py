@@ -87,12 +87,28 @@ def test_unknown_peer():
           "--schedule", "nope"], "unknown schedule"),
         (["peer", "--id", "B", "--server", "127.0.0.1:1", "connect", "A", "--variant", "improved", "--k", "auto"],
          "--k auto needs --cut-in-rate"),
+        (["peer", "--id", "B", "--server", "127.0.0.1:1", "connect", "A", "--variant", "improved",
+          "--cut-in-rate", "0.1"], "only used with --k auto"),
+        (["peer", "--id", "A", "--server", "127.0.0.1:1", "listen", "--sessions", "-1"], "non-negative"),
         (["server", "--tcp", "127.0.0.1:99999"], "is not HOST:PORT"),
+        (["server", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:65535"], "give --alt-port"),
+        (["server", "--tcp", "127.0.0.1:0", "--alt-port", "70000"], "is not a port"),
         (["frobnicate"], "invalid choice"),
     ],
 )
 def test_bad_arguments(args, words):
     assert_one_line_error(run(*args), 2, words)
+
+
+def test_data_socket_that_cannot_bind():
+    with server_process() as (_, tcp, _udp):
+        listener = subprocess.Popen(DP2PT + ["peer", "--id", "A", "--server", f"{tcp[0]}:{tcp[1]}", "listen"],
+                                    stdout=subprocess.PIPE, text=True)
+        listener.stdout.readline()
+        proc = run("peer", "--id", "B", "--server", f"{tcp[0]}:{tcp[1]}", "--bind", "192.0.2.77:0", "connect", "A")
+        listener.terminate()
+        listener.wait(5)
+    assert_one_line_error(proc, 2, "cannot bind the data socket")
 
 
 def test_port_already_in_use():

@@ -64,7 +64,7 @@ def test_login_over_udp():
 
 def test_two_server_federation():
     async def main():
-        async with location_server("ls2") as s2:
+        async with location_server("ls2", accept=["127.0.0.1"]) as s2:
             async with location_server("ls1", peers=[s2.addresses["tcp"]]) as s1:
                 await federated(s1, s2)
                 a, b = await pair(s1, s2, variant="improved", k=3)
@@ -77,10 +77,32 @@ def test_two_server_federation():
 
 def test_unknown_peer_in_a_federation():
     async def main():
-        async with location_server("ls2") as s2, location_server("ls1", peers=[s2.addresses["tcp"]]) as s1:
+        async with location_server("ls2", accept=["127.0.0.1"]) as s2, \
+                location_server("ls1", peers=[s2.addresses["tcp"]]) as s1:
             await federated(s1, s2)
             async with Peer(PeerConfig(id="B", server=s2.addresses["tcp"], timeout=5)) as b:
                 with pytest.raises(UnknownPeer):
                     await b.connect("nobody")
 
     asyncio.run(main())
+
+
+def test_only_configured_servers_may_link_and_a_bad_upstream_keeps_the_link():
+    async def main():
+        async with location_server("ls2", accept=["127.0.0.2"]) as lonely:  # 127.0.0.1 is not trusted
+            reader, writer = await asyncio.open_connection(*lonely.addresses["tcp"])
+            writer.write(b'{"type":"hello","server":"forger"}\n')
+            closed = await asyncio.wait_for(reader.read(), 2.0)
+            writer.close()
+            refused = lonely.snapshot()
+        async with location_server("ls2", accept=["127.0.0.1"]) as s2, \
+                location_server("ls1", peers=[s2.addresses["tcp"]]) as s1:
+            await federated(s1, s2)
+            s1._links["ls2"].send({"type": "upstream", "from": "A", "msg": {"type": "pong"}})
+            await asyncio.sleep(0.1)
+            a, b = await pair(s1, s2)  # the link still works
+            return closed, refused, s2.snapshot(), a, b
+
+    closed, refused, stats, a, b = asyncio.run(main())
+    assert closed == b"" and refused["rejected_hello"] == 1 and refused["logged_in"] == 0
+    assert stats["registry_malformed"] == 1 and a["ok"] and b["ok"]

@@ -46,7 +46,7 @@ class TcpControl(ControlChannel):
             if isinstance(exc, asyncio.TimeoutError):
                 reason = "timed out"
             else:
-                reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+                reason = os.strerror(exc.errno).lower() if exc.errno and exc.errno > 0 else exc.strerror or str(exc)
             raise ServerUnreachable(f"cannot reach location server {server[0]}:{server[1]} over TCP: {reason}") from None
         return cls(reader, writer)
 
@@ -88,7 +88,6 @@ class UdpControl(ControlChannel):
         self._protocol = protocol
         self._link = ReliableLink()
         self._timer = asyncio.ensure_future(self._retransmit())
-        self._failed = False
 
     @classmethod
     async def open(cls, server: Address, timeout: float) -> "UdpControl":
@@ -106,7 +105,6 @@ class UdpControl(ControlChannel):
             for data in resend:
                 self._transport.sendto(data)
             if lost:
-                self._failed = True
                 self._protocol.queue.put_nowait(None)
 
     async def send(self, msg: Msg) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from dp2pt.aio.control import ControlChannel, TcpControl, UdpControl
 from dp2pt.errors import (
+    ConfigError,
     Dp2ptError,
     RemoteProtocolError,
     ServerUnreachable,
@@ -106,7 +107,11 @@ class Peer:
         self._lost: Exception | None = None
 
     async def __aenter__(self) -> "Peer":
-        await self.login()
+        try:
+            await self.login()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -308,7 +313,11 @@ class _SessionRun:
     async def run(self) -> Msg:
         loop = asyncio.get_running_loop()
         self.phase = "opening the data socket"
-        _, self.sock = await loop.create_datagram_endpoint(_DataSocket, local_addr=self.cfg.bind)
+        try:
+            _, self.sock = await loop.create_datagram_endpoint(_DataSocket, local_addr=self.cfg.bind)
+        except OSError as exc:
+            host, port = self.cfg.bind
+            raise ConfigError(f"cannot bind the data socket to {host}:{port}: {exc.strerror or exc}") from None
         assert self.sock.transport is not None
         self.result["local"] = list(self.sock.transport.get_extra_info("sockname")[:2])
         if self.role == "A":

@@ -37,6 +37,7 @@ class ServerConfig:
     udp: Address = ("0.0.0.0", 3478)
     alt_port: int | None = None  # STUN port for the second probe; default udp port + 1
     peer_servers: list[Address] = field(default_factory=list)
+    accept_servers: list[str] = field(default_factory=list)  # more IPs allowed to link in as servers
     keepalive: float = KEEPALIVE
 
 
@@ -79,9 +80,8 @@ class _UdpConn:
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: "LocationServer", control: bool) -> None:
+    def __init__(self, server: "LocationServer") -> None:
         self.server = server
-        self.control = control
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -113,6 +113,7 @@ class LocationServer:
         self._lookups: dict[int, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.addresses: dict[str, Address] = {}
+        self._trusted_ips = {host for host, _ in config.peer_servers} | set(config.accept_servers)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -128,7 +129,7 @@ class LocationServer:
         alt_port = cfg.alt_port if cfg.alt_port is not None else cfg.udp[1] + 1
         for key, port in (("udp", cfg.udp[1]), ("alt", alt_port)):
             transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self, control=True), local_addr=(cfg.udp[0], port)
+                lambda: _UdpProtocol(self), local_addr=(cfg.udp[0], port)
             )
             self._transports.append(transport)
             self.addresses[key] = transport.get_extra_info("sockname")[:2]
@@ -208,25 +209,58 @@ class LocationServer:
     # ---- TCP: peers and federation links -----------------------------------------------------
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _TcpConn(writer)
+        await self._serve_link(_TcpConn(writer), reader, timeout=3 * self.config.keepalive, outbound=False)
+
+    async def _federation_link(self, addr: Address) -> None:
+        """Keep a link to another location server of the federation (FIG. 4), reconnecting if it drops."""
+        delay = FEDERATION_RETRY[0]
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(*addr, limit=messages.MAX_MESSAGE_SIZE + 2)
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, FEDERATION_RETRY[1])
+                continue
+            delay = FEDERATION_RETRY[0]
+            conn = _TcpConn(writer)
+            conn.send(messages.make("hello", server=self.config.name))
+            await self._serve_link(conn, reader, timeout=None, outbound=True)
+            await asyncio.sleep(delay)
+
+    async def _serve_link(self, conn: _TcpConn, reader: asyncio.StreamReader, timeout: float | None,
+                          outbound: bool) -> None:
+        """Serve one TCP connection: a peer's login session, or a federation link once ``hello`` is seen.
+
+        Only the addresses of ``--peer-server`` (and ``accept_servers``) may say ``hello``: anyone
+        else claiming to be a server could deliver forged sessions to our peers.
+        """
+        assert self.registry is not None
         server_name: str | None = None
         try:
-            async for msg in self._lines(reader, timeout=3 * self.config.keepalive):
-                if msg["type"] == "hello":
-                    server_name = msg["server"]
-                    self._links.setdefault(server_name, conn)
-                    conn.send(messages.make("hello", server=self.config.name))
-                elif server_name is not None:
-                    self._from_server(server_name, msg)
-                else:
-                    assert self.registry is not None
-                    self._run(self.registry.on_message(conn, msg, self.clock()))
+            async for msg in self._lines(reader, timeout):
+                try:
+                    if msg["type"] == "hello" and server_name is None:
+                        if conn.peername is None or conn.peername[0] not in self._trusted_ips:
+                            self.stats["rejected_hello"] += 1
+                            return
+                        server_name = msg["server"]
+                        self._links.setdefault(server_name, conn)
+                        if not outbound:
+                            conn.send(messages.make("hello", server=self.config.name))
+                    elif server_name is not None:
+                        self._from_server(server_name, msg)
+                    else:
+                        self._run(self.registry.on_message(conn, msg, self.clock()))
+                except Exception:  # one bad message never ends the server, nor this link
+                    self.stats["internal_errors"] += 1
+                    log.exception("message from %s", conn)
         finally:
-            if server_name is not None and self._links.get(server_name) is conn:
-                del self._links[server_name]
-            elif self.registry is not None:
+            if server_name is not None:
+                if self._links.get(server_name) is conn:
+                    del self._links[server_name]
+            else:
                 self._run(self.registry.on_disconnect(conn))
-            writer.close()
+            conn.writer.close()
 
     async def _lines(self, reader: asyncio.StreamReader, timeout: float | None):  # type: ignore[no-untyped-def]
         """Yield validated messages; malformed lines are counted and skipped, oversized ones end the link."""
@@ -247,31 +281,6 @@ class LocationServer:
                 yield messages.decode(line)
             except RemoteProtocolError:
                 self.stats["malformed_tcp"] += 1
-
-    async def _federation_link(self, addr: Address) -> None:
-        """Keep a link to another location server of the federation (FIG. 4), reconnecting if it drops."""
-        delay = FEDERATION_RETRY[0]
-        while True:
-            try:
-                reader, writer = await asyncio.open_connection(*addr, limit=messages.MAX_MESSAGE_SIZE + 2)
-            except OSError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, FEDERATION_RETRY[1])
-                continue
-            delay = FEDERATION_RETRY[0]
-            conn = _TcpConn(writer)
-            conn.send(messages.make("hello", server=self.config.name))
-            name: str | None = None
-            async for msg in self._lines(reader, timeout=None):
-                if msg["type"] == "hello":
-                    name = msg["server"]
-                    self._links[name] = conn
-                elif name is not None:
-                    self._from_server(name, msg)
-            if name is not None and self._links.get(name) is conn:
-                del self._links[name]
-            writer.close()
-            await asyncio.sleep(delay)
 
     def _from_server(self, server: str, msg: dict[str, Any]) -> None:
         assert self.registry is not None
@@ -330,12 +339,15 @@ class LocationServer:
             await asyncio.sleep(0.05)
             now = self.clock()
             for addr, conn in list(self._udp_conns.items()):
+                if conn.link.idle:
+                    continue
                 resend, _lost = conn.link.due(now)
                 for data in resend:
                     conn.transport.sendto(data, addr)
-                if now - conn.last_seen > 3 * self.config.keepalive:
-                    del self._udp_conns[addr]
-                    self._run(self.registry.on_disconnect(conn))
             if now - last_sweep > SWEEP_INTERVAL:
+                for addr, conn in list(self._udp_conns.items()):
+                    if now - conn.last_seen > 3 * self.config.keepalive:
+                        del self._udp_conns[addr]
+                        self._run(self.registry.on_disconnect(conn))
                 self.registry.sweep(now)
                 last_sweep = now

@@ -24,12 +24,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
-from dp2pt.errors import RemoteProtocolError
+from dp2pt.errors import Dp2ptError
 from dp2pt.proto import messages
 from dp2pt.proto.messages import VARIANTS, make
 from dp2pt.proto.schedules import SCHEDULES
 
 MAX_K = 64
+UPSTREAM_TYPES = ("report", "punched", "result")  # what A's server may pass on for A (steps 7-1, ...)
 SESSION_MAX_AGE = 60.0  # seconds a session may stay unfinished before it is swept
 MAX_ID_LENGTH = 64
 
@@ -190,7 +191,9 @@ class Registry:
         if type_ == "upstream":
             try:
                 inner = messages.decode(messages.encode(msg["msg"]))
-            except Exception:
+            except Dp2ptError:
+                inner = {}
+            if inner.get("type") not in UPSTREAM_TYPES:
                 self.stats["malformed"] += 1
                 return []
             return self._session_event(msg["from"], inner, from_server=server)
