@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -93,10 +94,12 @@ def run(out: Path, parts: set[str], runs: int) -> dict:
 
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
                      "skipped": {}}
-    if "stun" in parts:
-        results["stun"] = bench_stun.bench()
-    if "memory" in parts:
-        results["memory"] = bench_mem.bench()
+    for part, bench in (("stun", bench_stun.bench), ("memory", bench_mem.bench)):
+        if part in parts:
+            try:
+                results[part] = bench()
+            except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
+                results["skipped"][part] = f"failed: {exc}"
     if "lab" in parts:
         try:
             from lab import bench_lab

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from lab.bench_stun import _stop, free_tcp_port, free_udp_port
+from lab.backends.base import wait_for_line
 
 PEERS = 10_000
 CONCURRENCY = 200  # logins in progress at once
@@ -81,9 +82,10 @@ def bench(peers: int = PEERS, concurrency: int = CONCURRENCY) -> dict:
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     client = None
     try:
-        ready = json.loads(server.stdout.readline() or "{}")
-        if ready.get("event") != "ready":
-            raise RuntimeError("dp2pt server did not start")
+        try:
+            wait_for_line(server, lambda l: '"ready"' in l, 10.0)
+        except TimeoutError:
+            raise RuntimeError("dp2pt server did not start within 10 s") from None
         time.sleep(0.2)
         before = rss_kib(server.pid)
         client = subprocess.Popen(

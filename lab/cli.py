@@ -20,6 +20,7 @@ import importlib
 import sys
 import time
 
+from dp2pt.errors import Dp2ptError
 from lab import backends, nat, topology
 from lab.errors import ConfigError, LabError, LabNotFound
 
@@ -151,8 +152,8 @@ def cmd_run(args) -> int:
         cells = [Cell(args.nat_a, args.nat_b, args.variant, args.k, args.schedule, args.cut_a, args.cut_b)]
     own = args.lab is None  # a lab of its own (0.3 s) rather than someone else's by accident
     need_fig4 = any(c.variant == "distributed" for c in cells)
+    run_dir = new_run_dir(args.run_dir)  # before the lab: a failure here must not leave namespaces behind
     lab = b.up(topology.load("fig4" if need_fig4 else args.topology)) if own else _select_lab(b, args.lab)
-    run_dir = new_run_dir(args.run_dir)
     unexpected = 0
     try:
         with Runner(lab, run_dir) as runner:
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except LabError as exc:
+    except (LabError, Dp2ptError) as exc:  # the lab's errors and the model's/protocol's (study, bench)
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -99,11 +99,6 @@ class NatProfile:
             params.append(f"timeout={self.udp_timeout}")
         return self.name + (":" + ",".join(params) if params else "")
 
-    @property
-    def predictable(self) -> bool:
-        """Whether the spec's prediction ``x2 + dx2`` can be right for this NAT (no cut-in)."""
-        return self.allocation is not Allocation.RANDOM
-
 
 @dataclass(frozen=True)
 class RouterParams:

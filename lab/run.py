@@ -135,7 +135,17 @@ class Runner:
     # ---- session ------------------------------------------------------------------------------
 
     def start(self) -> "Runner":
-        """Start the location server(s) (federated if several) and the cut-in agents."""
+        """Start the location server(s) (federated if several) and the cut-in agents.
+
+        If anything fails to start, what did start is stopped before the error propagates.
+        """
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> "Runner":
         topo = self.lab.topology
         for name in self.servers:
             ip = topo.address(name)

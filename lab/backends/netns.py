@@ -303,15 +303,7 @@ class NetnsLab(Lab):
         self.stop(proc)
 
     def _teardown(self) -> None:
-        names = self.namespaces
-        pids = [p for plist in _pids_in(names).values() for p in plist]
-        _kill_all(pids)
-        for name in names:
-            _remove_ns(name)
-        try:
-            self.state_file.unlink()
-        except FileNotFoundError:
-            pass
+        _remove_lab(self.prefix, self.namespaces)
 
     # ---- bring-up ------------------------------------------------------------------------------
 
