@@ -13,9 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dp2pt.proto.datagram import MAGIC
 from lab.errors import LabError
 
-MAGIC = b"D2PT"
 #: Datagram types after the magic (CONTRACT.md): punch, punch reply (step 17), data, data ack.
 TYPES = {1: "punch", 2: "punch-reply", 3: "data", 4: "data-ack"}
 

@@ -30,11 +30,14 @@ import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dp2pt.errors import RemoteProtocolError
+from dp2pt.proto import datagram
+from dp2pt.proto.datagram import Kind
+from dp2pt.proto.stun import is_stun
 from lab.errors import LabError
 
-D2PT_MAGIC = b"D2PT"
-D2PT_KINDS = {1: "punch", 2: "reply", 3: "data", 4: "ack"}
-STUN_COOKIE = 0x2112A442
+#: How each direct-datagram kind is labelled on the ladder.
+D2PT_LABELS = {Kind.PUNCH: "punch", Kind.REPLY: "reply", Kind.DATA: "data", Kind.DATA_ACK: "ack"}
 STUN_BINDING_REQUEST, STUN_BINDING_SUCCESS = 0x0001, 0x0101
 #: First and second STUN transaction of each side (spec steps 3/5 and 9/11), responses one step later.
 PROBE_STEPS = {"A": (3, 5), "B": (9, 11)}
@@ -185,17 +188,13 @@ def load_addresses(cell_dir: Path, packets: list[Packet]) -> Addresses:
             wan[side] = mapped[0]
     if len(wan) < 2:
         raise ReportError(f"{cell_dir}: no addresses.json and the peers' results name no mapped address")
-    servers = sorted({p.dst[0] for p in packets if p.src[0] in wan.values() and _is_stun(p.payload)
+    servers = sorted({p.dst[0] for p in packets if p.src[0] in wan.values() and is_stun(p.payload)
                       and p.dst[0] not in wan.values()}
                      | {p.dst[0] for p in packets if p.proto == "tcp" and p.src[0] in wan.values()})
     return Addresses(wan["A"], wan["B"], tuple(servers))
 
 
 # ---- classification --------------------------------------------------------------------------
-
-
-def _is_stun(data: bytes) -> bool:
-    return len(data) >= 20 and data[0] < 0x40 and struct.unpack_from("!I", data, 4)[0] == STUN_COOKIE
 
 
 def _lane(ip: str, addrs: Addresses, inner: bool) -> str:
@@ -230,9 +229,12 @@ def classify(packets: list[Packet], addrs: Addresses) -> Ladder:
                 step = REPORT_STEP[s_side]
             elif mtype in ("peer_report", "punch") and isinstance(msg.get("step"), int):
                 step = msg["step"]
-        elif p.payload[:4] == D2PT_MAGIC and len(p.payload) >= 5 and s_side and d_side:
-            kind = D2PT_KINDS.get(p.payload[4], "other")
-            index = struct.unpack_from("!H", p.payload, 13)[0] if len(p.payload) >= 15 else 0
+        elif datagram.is_direct(p.payload) and s_side and d_side:
+            try:
+                dgram = datagram.parse(p.payload)
+                kind, index = D2PT_LABELS[dgram.kind], dgram.index
+            except RemoteProtocolError:
+                kind, index = "other", 0
             if kind == "punch":
                 step = PUNCH_STEP[s_side]
                 label = f"punch #{index} {ports}"
@@ -240,7 +242,7 @@ def classify(packets: list[Packet], addrs: Addresses) -> Ladder:
                 step, label = REPLY_STEP, f"reply #{index} {ports}"
             else:
                 label = f"{kind} {ports}"
-        elif _is_stun(p.payload):
+        elif is_stun(p.payload):
             mtype = struct.unpack_from("!H", p.payload, 0)[0]
             tx = p.payload[8:20]
             kind = "stun"
