@@ -27,7 +27,7 @@ from dp2pt.errors import (
 from dp2pt.proto import datagram, messages, stun
 from dp2pt.proto.datagram import Datagram, Kind
 from dp2pt.proto.nat_test import probe_count, report_from_probes
-from dp2pt.proto.schedules import get_schedule, punch_ports
+from dp2pt.proto.schedules import get_schedule, punch_count, punch_ports
 from dp2pt.transaction import StunClient
 
 log = logging.getLogger("dp2pt.peer")
@@ -205,7 +205,7 @@ class Peer:
         """
         assert self._control is not None
         probe_count(variant)
-        get_schedule(schedule).first(k if variant == "improved" else 1)
+        get_schedule(schedule).first(punch_count(variant, k))
         await self._control.send(
             messages.make("connect", token=self.token, target=target, variant=variant, k=k, schedule=schedule)
         )

@@ -27,7 +27,7 @@ from typing import Any, Callable, Hashable
 from dp2pt.errors import Dp2ptError
 from dp2pt.proto import messages
 from dp2pt.proto.messages import VARIANTS, make
-from dp2pt.proto.schedules import SCHEDULES
+from dp2pt.proto.schedules import SCHEDULES, punch_count
 
 MAX_K = 64
 UPSTREAM_TYPES = ("report", "punched", "result")  # what A's server may pass on for A (steps 7-1, ...)
@@ -277,7 +277,7 @@ class Registry:
             a=a,
             b=Participant(peer, None),
             variant=msg["variant"],
-            k=msg["k"] if msg["variant"] == "improved" else 1,
+            k=punch_count(msg["variant"], msg["k"]),
             schedule=msg["schedule"],
             created=now,
         )

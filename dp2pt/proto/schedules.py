@@ -101,6 +101,11 @@ def get_schedule(name: str) -> Schedule:
         raise ConfigError(f"unknown schedule {name!r} (known: {known})") from None
 
 
+def punch_count(variant: str, k: int) -> int:
+    """Punch packets per side: k for the improved protocol, one (the spec's steps 15-16) otherwise."""
+    return k if variant == "improved" else 1
+
+
 def wrap_port(port: int) -> int:
     """Keep a predicted port inside 1..65535 the way a 16-bit allocator wraps."""
     return (port - MIN_PORT) % (MAX_PORT - MIN_PORT + 1) + MIN_PORT
