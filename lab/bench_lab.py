@@ -136,7 +136,7 @@ def run(results: dict, runs: int) -> None:
     lab = backends.get("netns").up(topology.load(TOPOLOGY))
     try:
         say("time to direct path")
-        trav = results["traversal"] = traversal(lab, run_dir, runs, say)
+        results["traversal"] = traversal(lab, run_dir, runs, say)
         try:
             from lab import bench_path
             say("direct vs TURN relay")

@@ -3,7 +3,7 @@
 import itertools
 
 from dp2pt.proto.messages import make
-from dp2pt.proto.registry import Lookup, Registry, ToConn, ToPeer, ToServer
+from dp2pt.proto.registry import Lookup, Registry, ToConn, ToServer
 
 STUN = [("198.51.100.10", 3478), ("198.51.100.10", 3479)]
 
@@ -45,7 +45,8 @@ def test_full_session_follows_the_spec_steps():
 
 def test_out_of_order_report_is_refused_naming_role_and_state():
     reg = registry()
-    ta, tb = login(reg, "ca", "A"), login(reg, "cb", "B")
+    login(reg, "ca", "A")
+    tb = login(reg, "cb", "B")
     sid = reg.on_message("cb", make("connect", token=tb, target="A", variant="basic", k=1, schedule="diagram1"), 0)[0].msg["session"]
     (error,) = reg.on_message("cb", report(tb, sid, 1), 0)
     assert error.msg["code"] == "out-of-order" and "role B" in error.msg["message"] and "testing-a" in error.msg["message"]

@@ -6,7 +6,6 @@ between the NATs.  The tests check the step labels, the order 3..17, and the dro
 """
 
 import json
-import struct
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP

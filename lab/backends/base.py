@@ -23,6 +23,7 @@ import abc
 import contextlib
 import os
 import select
+import shutil
 import signal
 import subprocess
 import time
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Iterator, Sequence
 
-from lab.errors import MissingKernelFeature, NodeCommandFailed, UnknownNode
+from lab.errors import MissingKernelFeature, MissingTool, NodeCommandFailed, ScenarioError, UnknownNode
 
 if TYPE_CHECKING:  # pragma: no cover
     from lab.nat import NatProfile
@@ -72,6 +73,26 @@ class Capture(abc.ABC):
         self.stop()
 
 
+class TcpdumpCapture(Capture):
+    """tcpdump writing a pcap; started by a backend where the segment's frames are visible."""
+
+    READY_TIMEOUT = 3.0
+
+    def __init__(self, proc: subprocess.Popen, path: Path, on_stop) -> None:
+        self.proc, self.path, self._on_stop = proc, path, on_stop
+        # tcpdump says "listening on ..." on stderr once its socket is bound: only then is no packet lost.
+        try:
+            wait_for_line(proc, lambda line: "listening on" in line, self.READY_TIMEOUT, stream=proc.stderr)
+        except TimeoutError:
+            self.stop()
+            raise ScenarioError(f"tcpdump did not start capturing {path.name}") from None
+
+    def stop(self) -> Path:
+        if self.proc.poll() is None:
+            self._on_stop(self.proc)
+        return self.path
+
+
 class Lab(abc.ABC):
     """A running topology. Nodes are addressed by their topology name (``"nat-a"``, ``"a"``)."""
 
@@ -97,8 +118,12 @@ class Lab(abc.ABC):
         """Name of ``node``'s interface attached to ``segment`` (as seen inside the node)."""
 
     @abc.abstractmethod
-    def capture(self, segment: str, path: Path, *, bpf: str = "udp") -> Capture:
-        """Start a capture of every frame crossing ``segment`` into the pcap ``path``."""
+    def _capture_interface(self, segment: str) -> str:
+        """The interface through which every frame of ``segment`` passes (its bridge)."""
+
+    @abc.abstractmethod
+    def _spawn_capture(self, segment: str, argv: list[str]) -> subprocess.Popen:
+        """Start ``argv`` (tcpdump) where ``_capture_interface(segment)`` is visible, in its own process group."""
 
     @abc.abstractmethod
     def _teardown(self) -> None:
@@ -136,6 +161,34 @@ class Lab(abc.ABC):
         self._procs.append(proc)
         self.spawned.append(proc.pid)
         return proc
+
+    def capture(self, segment: str, path: Path, *, bpf: str = "udp") -> Capture:
+        """Start a capture of every frame crossing ``segment`` into the pcap ``path``.
+
+        Raises:
+            UnknownNode: no such segment.  MissingTool: no tcpdump.
+        """
+        if segment not in self.topology.segments:
+            raise UnknownNode(f"unknown segment {segment!r}")
+        if shutil.which("tcpdump") is None:
+            raise MissingTool("tcpdump: command not found (needed for captures)")
+        path = Path(path).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # --immediate-mode: without it libpcap hands packets over per filled block or timeout, and a
+        # capture stopped right after the traffic would miss it (an empty pcap).
+        argv = ["tcpdump", "-i", self._capture_interface(segment), "-n", "-U", "--immediate-mode", "-s", "512",
+                "-w", str(path)] + bpf.split()
+        proc = self._spawn_capture(segment, argv)
+        self._procs.append(proc)
+        self.spawned.append(proc.pid)
+        return TcpdumpCapture(proc, path, self._stop_capture)
+
+    def _stop_capture(self, proc: subprocess.Popen) -> None:
+        """SIGINT makes tcpdump flush and close the pcap cleanly; then the usual stop."""
+        with contextlib.suppress(ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+            _killpg(proc, signal.SIGINT)
+            proc.wait(timeout=3)
+        self.stop(proc)
 
     def exec(
         self,

@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from lab.backends.base import STOP_GRACE, Backend, Capture, Lab, LabInfo
+from lab.backends.base import STOP_GRACE, Backend, Lab, LabInfo
 from lab.errors import (
     EnvironmentProblem,
     LabNotFound,
@@ -259,31 +259,13 @@ class DockerLab(Lab):
 
             raise NodeCommandFailed(node, argv, done.returncode, done.stderr)
 
-    def capture(self, segment: str, path: Path, *, bpf: str = "udp") -> Capture:
-        from lab.backends.netns import TcpdumpCapture
+    def _capture_interface(self, segment: str) -> str:
+        return self.bridge(segment)
 
-        if segment not in self.topology.segments:
-            raise UnknownNode(f"unknown segment {segment!r}")
-        if shutil.which("tcpdump") is None:
-            raise MissingTool("tcpdump: command not found on the host (needed for captures)")
-        path = Path(path).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # --immediate-mode: without it libpcap holds packets in its ring until a block times out,
-        # and a capture stopped right after the traffic loses them (an empty pcap).
-        argv = ["tcpdump", "-i", self.bridge(segment), "-n", "-U", "--immediate-mode", "-s", "512",
-                "-w", str(path)] + bpf.split()
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    def _spawn_capture(self, segment: str, argv: list[str]) -> subprocess.Popen:
+        # On the host: the lab bridge carries every frame of the segment.
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
-        self._procs.append(proc)
-        return TcpdumpCapture(proc, path, self._stop_capture)
-
-    def _stop_capture(self, proc: subprocess.Popen) -> None:
-        import signal
-
-        with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGINT)  # tcpdump flushes and closes the pcap on SIGINT
-            proc.wait(timeout=3)
-        self.stop(proc)
 
     def down(self) -> None:
         """Fast down: the containers' removal kills what runs inside; only local clients remain."""

@@ -35,14 +35,13 @@ from typing import Sequence
 
 from pyroute2 import IPRoute, netns
 
-from lab.backends.base import Backend, Capture, Lab, LabInfo, wait_for_line
+from lab.backends.base import Backend, Lab, LabInfo
 from lab.errors import (
     LabNotFound,
     LabStateError,
     MissingKernelFeature,
     MissingTool,
     NotRoot,
-    ScenarioError,
     UnknownNode,
 )
 from lab.topology import Topology, from_dict
@@ -196,26 +195,6 @@ def list_lab_namespaces() -> dict[str, list[str]]:
     return labs
 
 
-class TcpdumpCapture(Capture):
-    """tcpdump writing a pcap; started by a backend in the namespace that sees the segment."""
-
-    READY_TIMEOUT = 3.0
-
-    def __init__(self, proc: subprocess.Popen, path: Path, on_stop) -> None:
-        self.proc, self.path, self._on_stop = proc, path, on_stop
-        # tcpdump says "listening on ..." on stderr once its socket is bound: only then is no packet lost.
-        try:
-            wait_for_line(proc, lambda line: "listening on" in line, self.READY_TIMEOUT, stream=proc.stderr)
-        except TimeoutError:
-            self.stop()
-            raise ScenarioError(f"tcpdump did not start capturing {path.name}") from None
-
-    def stop(self) -> Path:
-        if self.proc.poll() is None:
-            self._on_stop(self.proc)
-        return self.path
-
-
 class NetnsLab(Lab):
     backend_name = "netns"
     python = sys.executable  # nodes share the host's filesystem: the same interpreter and packages
@@ -276,31 +255,12 @@ class NetnsLab(Lab):
             except KeyboardInterrupt:
                 continue  # the terminal's ^C reached the command too; wait for it to exit
 
-    def capture(self, segment: str, path: Path, *, bpf: str = "udp") -> Capture:
-        if segment not in self.topology.segments:
-            raise UnknownNode(f"unknown segment {segment!r}")
-        if shutil.which("tcpdump") is None:
-            raise MissingTool("tcpdump: command not found (needed for captures)")
-        path = Path(path).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # --immediate-mode: without it TPACKET_V3 hands packets over per filled block or timeout, and a
-        # capture stopped within a second of the traffic would miss it.
-        argv = ["tcpdump", "-i", BRIDGE, "-n", "-U", "--immediate-mode", "-s", "512", "-w", str(path)] + bpf.split()
-        proc = self._spawn_in(
-            self.segment_ns(segment), argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-        self._procs.append(proc)
-        self.spawned.append(proc.pid)
-        return TcpdumpCapture(proc, path, self._stop_capture)
+    def _capture_interface(self, segment: str) -> str:
+        return BRIDGE
 
-    def _stop_capture(self, proc: subprocess.Popen) -> None:
-        # SIGINT makes tcpdump flush and close the pcap cleanly.
-        try:
-            os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(timeout=3)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        self.stop(proc)
+    def _spawn_capture(self, segment: str, argv: list[str]) -> subprocess.Popen:
+        return self._spawn_in(self.segment_ns(segment), argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
 
     def _teardown(self) -> None:
         _remove_lab(self.prefix, self.namespaces)

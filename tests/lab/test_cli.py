@@ -4,7 +4,6 @@ import argparse
 import sys
 import types
 
-import pytest
 
 from lab import cli
 
