@@ -35,6 +35,7 @@ rather than silently approximated.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, replace
 
 from lab.errors import UnknownProfile, UnsupportedNat
@@ -292,3 +293,31 @@ def conntrack_sysctls(prof: NatProfile) -> dict[str, str]:
         "net.netfilter.nf_conntrack_udp_timeout": str(prof.udp_timeout),
         "net.netfilter.nf_conntrack_udp_timeout_stream": str(prof.udp_stream_timeout),
     }
+
+
+#: One UDP line of ``conntrack -L``: original tuple, then the reply tuple whose dport is the mapped port.
+_CONNTRACK_UDP = re.compile(
+    r"\budp\b.*?src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+) .*?src=\S+ dst=\S+ sport=\d+ dport=(\d+)"
+)
+
+
+@dataclass(frozen=True)
+class UdpFlow:
+    """A UDP mapping of a NAT as conntrack shows it: internal src:sport to dst:dport, mapped to ``mapped``."""
+
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    mapped: int
+
+
+def conntrack_udp_flows(conntrack_text: str) -> list[UdpFlow]:
+    """Every UDP flow in ``conntrack -L`` output, with the WAN port the NAT mapped it to."""
+    flows = []
+    for line in conntrack_text.splitlines():
+        m = _CONNTRACK_UDP.search(line)
+        if m:
+            src, dst, sport, dport, mapped = m.groups()
+            flows.append(UdpFlow(src, int(sport), dst, int(dport), int(mapped)))
+    return flows

@@ -333,13 +333,6 @@ class Runner:
 
 def _cutin_ports(conntrack_text: str, flows: list[tuple]) -> list[int]:
     """Mapped (NAT) ports of the cut-in flows, read from ``conntrack -L`` output."""
-    ports = []
-    for src, sport, dst, dport in flows:
-        pat = re.compile(
-            rf"src={re.escape(src)} dst={re.escape(dst)} sport={sport} dport={dport} .*?"
-            rf"src={re.escape(dst)} dst=\S+ sport={dport} dport=(\d+)"
-        )
-        m = pat.search(conntrack_text)
-        if m:
-            ports.append(int(m.group(1)))
-    return ports
+    mapped = {(f.src, f.sport, f.dst, f.dport): f.mapped for f in nat.conntrack_udp_flows(conntrack_text)}
+    return [mapped[(src, int(sport), dst, int(dport))] for src, sport, dst, dport in flows
+            if (src, int(sport), dst, int(dport)) in mapped]

@@ -28,7 +28,6 @@ import csv
 import json
 import math
 import random
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -311,20 +310,14 @@ class LabOutcome:
         return json.dumps(asdict(self), default=str)
 
 
-_CONNTRACK_UDP = re.compile(r"udp .*?src=(\S+) dst=(\S+) sport=\d+ dport=(\d+) .*?src=\S+ dst=\S+ sport=\d+ dport=(\d+)")
-
-
 def allocation_order(conntrack_text: str, peer_ip: str) -> tuple[str | None, ...]:
     """A sequential NAT's UDP mappings in the order it allocated them (ascending mapped port; the lab
     reloads the allocator per run and a run stays far below its 1000 slots, so nothing wraps): the
     peer's flows as their destination "ip:port", other hosts' flows (cut-ins) as None."""
-    flows = []
-    for line in conntrack_text.splitlines():
-        m = _CONNTRACK_UDP.search(line)
-        if m:
-            src, dst, dport, mapped = m.groups()
-            flows.append((int(mapped), f"{dst}:{dport}" if src == peer_ip else None))
-    return tuple(dest for _, dest in sorted(flows, key=lambda f: f[0]))
+    from lab import nat
+
+    flows = sorted(nat.conntrack_udp_flows(conntrack_text), key=lambda f: f.mapped)
+    return tuple(f"{f.dst}:{f.dport}" if f.src == peer_ip else None for f in flows)
 
 
 def _read_orders(runner: "Runner", result: "CellResult") -> tuple[tuple, tuple]:

@@ -113,3 +113,12 @@ def test_aliases():
 def test_table_carries_the_profile_for_status():
     text = nat.render_ruleset(nat.parse_profile("symmetric-sequential:delta=2"), R)
     assert f'comment "{nat.COMMENT_PREFIX}symmetric-sequential:delta=2"' in text
+def test_conntrack_udp_flows_reads_the_mapped_port():
+    text = (
+        "ipv4     2 udp      17 29 src=10.1.0.10 dst=198.51.100.10 sport=37653 dport=3479 "
+        "src=198.51.100.10 dst=198.51.100.1 sport=3479 dport=20001 mark=0 use=1\n"
+        "ipv4     2 tcp      6 119 TIME_WAIT src=10.1.0.10 dst=198.51.100.10 sport=56446 dport=7000 "
+        "src=198.51.100.10 dst=198.51.100.1 sport=7000 dport=56446 [ASSURED] mark=0 use=1\n"
+    )
+    (flow,) = nat.conntrack_udp_flows(text)
+    assert flow == nat.UdpFlow("10.1.0.10", 37653, "198.51.100.10", 3479, 20001)
