@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     peer.add_argument("--timeout", type=_seconds, default=10.0, help="seconds a session may take")
     peer.add_argument("--punch-timeout", type=_seconds, default=2.0, help="seconds to wait for a direct datagram")
     peer.add_argument("--rto", type=_seconds, default=0.2, help="STUN initial retransmission timeout")
+    peer.add_argument("--probe-burst", action="store_true",
+                      help="send the second probe without waiting for the first answer (fewer cut-ins between them)")
     peer.add_argument("--count", type=_count, default=5, help="data datagrams each way")
     output = peer.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the JSON result line also on failure")
@@ -168,7 +170,7 @@ async def _peer(args: argparse.Namespace) -> int:
 
     config = PeerConfig(id=args.id, server=args.server, udp_control=args.udp_control, bind=args.bind,
                         stun=args.stun, timeout=args.timeout, punch_timeout=args.punch_timeout,
-                        count=args.count, rto=args.rto)
+                        count=args.count, rto=args.rto, probe_burst=args.probe_burst)
     failures: list[dict[str, Any]] = []
 
     def report(result: dict[str, Any]) -> None:

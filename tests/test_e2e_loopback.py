@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from dp2pt.errors import UnknownPeer
+from dp2pt.proto import stun
 from dp2pt.aio.peer import Peer, PeerConfig
 from tests.loopback import federated, location_server, pair
 
@@ -106,3 +107,43 @@ def test_only_configured_servers_may_link_and_a_bad_upstream_keeps_the_link():
     closed, refused, stats, a, b = asyncio.run(main())
     assert closed == b"" and refused["rejected_hello"] == 1 and refused["logged_in"] == 0
     assert stats["registry_malformed"] == 1 and a["ok"] and b["ok"]
+
+
+class _StunServer(asyncio.DatagramProtocol):
+    """A STUN server; with ``lose_first`` it ignores the first request from each source (a lost probe)."""
+
+    def __init__(self, lose_first):
+        self.seen = set() if lose_first else None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        if self.seen is not None and addr not in self.seen:
+            self.seen.add(addr)
+            return
+        self.transport.sendto(stun.binding_response(stun.parse(data), addr), addr)
+
+
+@pytest.mark.parametrize("burst", [False, True])
+def test_probe_burst_sends_probe_2_without_waiting_for_probe_1(burst):
+    """Probe 1's first try is lost: in the spec's order probe 2 waits for its retransmission; with
+    --probe-burst probe 2 has already left and its answer comes first."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        forgetful, _ = await loop.create_datagram_endpoint(lambda: _StunServer(True), local_addr=("127.0.0.1", 0))
+        plain, _ = await loop.create_datagram_endpoint(lambda: _StunServer(False), local_addr=("127.0.0.1", 0))
+        try:
+            async with location_server() as server:
+                stun_addrs = [forgetful.get_extra_info("sockname"), plain.get_extra_info("sockname")]
+                return await pair(server, stun=stun_addrs, probe_burst=burst)
+        finally:
+            forgetful.close()
+            plain.close()
+
+    a, b = asyncio.run(main())
+    check_direct(a, b)
+    for r in (a, b):
+        first, second = r["timeline_ms"]["probe1"], r["timeline_ms"]["probe2"]
+        assert (second < first) if burst else (first < second), r["timeline_ms"]
+

@@ -47,6 +47,7 @@ class PeerConfig:
     punch_timeout: float = 2.0  # after punching, how long to wait for the other side's datagram
     count: int = 5  # data datagrams each way over the direct path
     rto: float = 0.2  # STUN initial retransmission timeout
+    probe_burst: bool = False  # send probe 2 without waiting for probe 1's answer (not the spec's order)
     punch_retries: int = 2  # extra rounds of the same punch burst, after rto, then 2·rto more
     keepalive: float = 15.0
 
@@ -348,20 +349,12 @@ class _SessionRun:
     async def _test_nat(self) -> None:
         """Steps 3-6 (or 9-12): probe the location server's two STUN ports; step 7 (13): report."""
         assert self.sock is not None
-        mapped = []
+        count = probe_count(self.variant)
         servers = list(self.peer.stun_servers)
-        for i in range(probe_count(self.variant)):
-            self.phase = f"probe {i + 1}"
-            try:
-                response = await self.sock.stun.request(stun.binding_request(), servers[i], rto=self.cfg.rto)
-            except TransactionTimeout as exc:
-                raise TraversalTimeout(f"NAT test: {exc}") from None
-            mapped.append(stun.mapped_address(response))
-            self._mark(f"probe{i + 1}")
-            if len(servers) == 1:
-                # One STUN server given: the second probe goes to its RFC 5780 OTHER-ADDRESS (a new
-                # destination, so a symmetric NAT opens a new mapping), else to the same address.
-                servers.append(stun.other_address(response) or servers[0])
+        if self.cfg.probe_burst and count == 2 and len(servers) >= 2:
+            mapped = await self._probe_burst(servers)
+        else:
+            mapped = await self._probe_in_turn(servers, count)
         report = report_from_probes(self.variant, mapped)
         self.result.update(probes=[list(m) for m in mapped], mapped=[report.ip, report.port], delta=report.delta)
         await self.peer.send_control(
@@ -369,6 +362,37 @@ class _SessionRun:
                           delta=report.delta)
         )
         self._mark("report")
+
+    async def _probe(self, server: Address, label: str) -> Any:
+        assert self.sock is not None
+        try:
+            response = await self.sock.stun.request(stun.binding_request(), server, rto=self.cfg.rto)
+        except TransactionTimeout as exc:
+            raise TraversalTimeout(f"NAT test: {exc}") from None
+        self._mark(label)
+        return response
+
+    async def _probe_in_turn(self, servers: list[Address], count: int) -> list[Address]:
+        """The spec's order: probe 2 (step 5) only after the answer to probe 1 (step 4)."""
+        mapped = []
+        for i in range(count):
+            self.phase = f"probe {i + 1}"
+            response = await self._probe(servers[i], f"probe{i + 1}")
+            mapped.append(stun.mapped_address(response))
+            if len(servers) == 1:
+                # One STUN server given: the second probe goes to its RFC 5780 OTHER-ADDRESS (a new
+                # destination, so a symmetric NAT opens a new mapping), else to the same address.
+                servers.append(stun.other_address(response) or servers[0])
+        return mapped
+
+    async def _probe_burst(self, servers: list[Address]) -> list[Address]:
+        """Both probes back to back (``--probe-burst``): a neighbour's flow is far less likely to
+        land between them and inflate dx2, which would spoil every prediction."""
+        self.phase = "probes 1 and 2"
+        first = asyncio.ensure_future(self._probe(servers[0], "probe1"))
+        await asyncio.sleep(0)  # let probe 1 leave first, so x1 < x2 on a sequential NAT
+        responses = await asyncio.gather(first, self._probe(servers[1], "probe2"))
+        return [stun.mapped_address(r) for r in responses]
 
     async def _punch(self, remote: Msg) -> None:
         """Step 15 (B) or 16 (A): one punch per predicted port of the other side's NAT."""
