@@ -101,19 +101,19 @@ def _replay(nat_a: str, nat_b: str, variant: str, k: int | None, schedule: str |
     a_dst = [y2 + (i + k2) * dy2 for i, (k1, k2) in enumerate(rows, 1)]
     b_dst = [x2 + (i + k1) * dx2 for i, (k1, k2) in enumerate(rows, 1)]
 
-    def punch_b() -> bool:
+    def punch(own: SimNat, own_ip: str, ep: tuple, far: SimNat, far_ip: str, dsts: list[int]) -> bool:
+        """One burst: every packet is sent (and maps) even after one has passed the far NAT."""
         hit = False
-        for d in b_dst:
-            src = (NAT_B_IP, nb.out(b_ep, (NAT_A_IP, d)))
-            hit = hit or na.accepts(src, d)
+        for d in dsts:
+            src = (own_ip, own.out(ep, (far_ip, d)))
+            hit = far.accepts(src, d) or hit
         return hit
 
+    def punch_b() -> bool:
+        return punch(nb, NAT_B_IP, b_ep, na, NAT_A_IP, b_dst)
+
     def punch_a() -> bool:
-        hit = False
-        for d in a_dst:
-            src = (NAT_A_IP, na.out(a_ep, (NAT_B_IP, d)))
-            hit = hit or nb.accepts(src, d)
-        return hit
+        return punch(na, NAT_A_IP, a_ep, nb, NAT_B_IP, a_dst)
 
     # Steps 15 and 16, then the repeated rounds of both sides (evaluated in order, short-circuit).
     return punch_b() or punch_a() or punch_b() or punch_a()
