@@ -22,8 +22,8 @@ GOAL_S = 5.0
 
 
 def backend_updown(runs: int = RUNS) -> tuple[list[float], list[float]]:
-    from lab import topology
-    from lab.backends import docker as dockerlab
+    from lab.world import topology
+    from lab.world.backends import docker as dockerlab
 
     backend, topo = dockerlab.DockerBackend(), topology.load("fig1")
     ups, downs = [], []
@@ -51,7 +51,7 @@ def compose_up(runs: int = RUNS) -> list[float]:
 
 
 def main() -> int:
-    from lab.backends.docker import unavailable_reason
+    from lab.world.backends.docker import unavailable_reason
 
     reason = unavailable_reason()
     if reason:

@@ -2,7 +2,7 @@
 
 Why a script and not bare ``docker-compose up``: the lab also needs host state compose cannot
 express (DOCKER-USER rules so that br_netfilter does not drop routed NAT traffic — shared with the
-Docker backend, lab/backends/docker.py), a wait until every node reports ready, one traversal
+Docker backend, lab/world/backends/docker.py), a wait until every node reports ready, one traversal
 (peer-a listens, peer-b connects, spec steps 1-17), and a check on a capture of the internet
 network that the direct datagrams really travel between the two NATs' WAN addresses.
 
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 COMPOSE_FILE = ROOT / "compose.yaml"
 PROJECT = "dp2pt"
-LAB = "compose"  # the dp2pt.lab label of everything compose.yaml creates (lab.backends.docker.COMPOSE_LAB)
+LAB = "compose"  # the dp2pt.lab label of everything compose.yaml creates (lab.world.backends.docker.COMPOSE_LAB)
 BRIDGES = ("dp2pt-inet", "dp2pt-lan-a", "dp2pt-lan-b")
 INTERNET_BRIDGE = "dp2pt-inet"
 NODES = ("location-server", "nat-a", "nat-b", "peer-a", "noise-a", "peer-b", "noise-b")
@@ -78,7 +78,7 @@ def compose(*args: str, check: bool = True, env: dict[str, str] | None = None) -
 
 
 def client():
-    from lab.backends.docker import _client
+    from lab.world.backends.docker import _client
 
     return _client()
 
@@ -87,7 +87,7 @@ def client():
 
 
 def preflight() -> None:
-    from lab.backends import docker as dockerlab
+    from lab.world.backends import docker as dockerlab
 
     if os.geteuid() != 0:
         raise LabCtlError("run as root (the lab adds host DOCKER-USER rules and captures on bridges)", 3)
@@ -120,7 +120,7 @@ def wait_ready(timeout: float = READY_TIMEOUT) -> float:
 
 
 def up(args: argparse.Namespace) -> int:
-    from lab.backends import docker as dockerlab
+    from lab.world.backends import docker as dockerlab
 
     preflight()
     nat_a = os.environ.get("NAT_A", "symmetric-sequential")
@@ -150,7 +150,7 @@ def up(args: argparse.Namespace) -> int:
 def profile_env(side: str, name: str) -> dict[str, str]:
     """compose.yaml's variables for one router: its profile and the conntrack timeouts it needs
     (set through compose's ``sysctls``: the router cannot write /proc/sys itself)."""
-    from lab import nat
+    from lab.world import nat
     from lab.errors import LabError
 
     try:
@@ -262,7 +262,7 @@ def describe_path(pcap: Path) -> str:
 
 def leftovers() -> list[str]:
     """What of the compose lab still exists: containers, networks, host rules."""
-    from lab.backends import docker as dockerlab
+    from lab.world.backends import docker as dockerlab
 
     api = client().api
     flt = {"label": f"{dockerlab.LABEL}={LAB}"}
@@ -273,7 +273,7 @@ def leftovers() -> list[str]:
 
 
 def down(args: argparse.Namespace) -> int:
-    from lab.backends import docker as dockerlab
+    from lab.world.backends import docker as dockerlab
 
     if os.geteuid() != 0:
         raise LabCtlError("run as root (the lab's host rules are removed with iptables)", 3)

@@ -2,7 +2,7 @@
 
 Roles (first argument, or $ROLE):
   router  -- apply the NAT profile $NAT_PROFILE between the interfaces on $WAN_SUBNET and
-             $LAN_SUBNET with the lab's own renderer (lab.nat), as the netns lab does;
+             $LAN_SUBNET with the lab's own renderer (lab.world.nat), as the netns lab does;
   peer    -- (also ``noise``) replace the default route by $GATEWAY, the LAN's NAT router;
   server  -- run ``dp2pt server`` ($SERVER_ARGS); ready once it prints its ready line;
   idle    -- nothing (the Docker backend configures its nodes from the host).
@@ -56,7 +56,7 @@ def interface_on(subnet: str) -> tuple[str, str]:
 
 
 def setup_router() -> str:
-    from lab import nat
+    from lab.world import nat
 
     wan_if, wan_ip = interface_on(env("WAN_SUBNET"))
     lan_if, _ = interface_on(env("LAN_SUBNET"))

@@ -21,7 +21,7 @@ import sys
 import time
 
 from dp2pt.errors import Dp2ptError
-from lab import backends, nat, topology
+from lab.world import backends, nat, topology
 from lab.errors import ConfigError, LabError, LabNotFound
 
 PLUGINS = ("lab.study", "lab.report", "lab.bench")
@@ -119,7 +119,7 @@ def cmd_nat(args) -> int:
 
 
 def cmd_verify_nat(args) -> int:
-    from lab import rfc5780
+    from lab.world import rfc5780
 
     b = backends.get(args.backend)
     b.check()
@@ -135,8 +135,8 @@ def cmd_verify_nat(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from lab import matrix
-    from lab.run import Cell, Runner, new_run_dir
+    from lab.scenarios import matrix
+    from lab.scenarios.run import Cell, Runner, new_run_dir
 
     b = backends.get(args.backend)
     if args.scenario in ("all", "matrix"):
@@ -145,7 +145,7 @@ def cmd_run(args) -> int:
         cells = [c for c in matrix.load() if c.id == args.scenario]
         if not cells:
             raise ConfigError(f"unknown scenario {args.scenario!r}: a cell id of scenarios/matrix.csv "
-                              f"(python -m lab.matrix lists them), 'all', or none with --nat-a/--nat-b")
+                              f"(python -m lab.scenarios.matrix lists them), 'all', or none with --nat-a/--nat-b")
     else:
         if not (args.nat_a and args.nat_b):
             raise ConfigError("run needs a SCENARIO (cell id or 'all') or both --nat-a and --nat-b")

@@ -9,9 +9,9 @@ lab-unit:
 lab-scenarios:
 	$(PYTEST) -q scenarios --backend $${DP2PT_LAB_BACKEND:-netns}
 
-## lab-matrix: regenerate scenarios/matrix.csv from lab/expect.py and list the cells
+## lab-matrix: regenerate scenarios/matrix.csv from lab/scenarios/expect.py and list the cells
 lab-matrix:
-	$(PYTHON) -m lab.matrix --write
+	$(PYTHON) -m lab.scenarios.matrix --write
 
 ## lab-verify-nat: classify every NAT profile with coturn's turnutils_natdiscovery
 lab-verify-nat:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import backends, topology
+from lab.world import backends, topology
 from lab.errors import EnvironmentProblem, LabError
-from lab.backends.netns import process_alive
-from lab.run import Runner, new_run_dir
+from lab.world.backends.netns import process_alive
+from lab.scenarios.run import Runner, new_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
 #: Tools the scenarios run besides the backend's own (tcpdump for captures, dp2pt for the protocol).

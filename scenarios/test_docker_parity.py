@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import backends, matrix, nat, topology
+from lab.world import backends, nat, topology
+from lab.scenarios import matrix
 from lab.errors import LabError
-from lab.run import Runner, new_run_dir
+from lab.scenarios.run import Runner, new_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
 

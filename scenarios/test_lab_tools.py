@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from lab import nat, traffic
+from lab.world import nat, traffic
 from lab.errors import PortInUse
-from lab.run import Runner
+from lab.scenarios.run import Runner
 
 
 def _mapped_ports(lab, router: str, sink: str) -> list[int]:
@@ -111,7 +111,7 @@ def test_udp_mapping_timeout_is_the_profile_s(lab_fig1, timeout, second_port):
 
 def test_two_labs_side_by_side_with_the_same_addresses(backend, lab_fig1):
     """A second lab reuses every address of the first; each NAT only sees its own lab's flows."""
-    from lab import topology
+    from lab.world import topology
 
     other = backend.up(topology.load("fig1"))
     try:

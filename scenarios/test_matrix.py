@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab import matrix
+from lab.scenarios import matrix
 
 CELLS = matrix.load()
 

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from lab import nat, rfc5780
+from lab.world import nat, rfc5780
 
 PROFILES = list(nat.PROFILE_NAMES) + ["symmetric-sequential:delta=2"]
 

@@ -8,8 +8,8 @@ ground), captured on the public segment — UDP by the runner, TCP control by th
 from __future__ import annotations
 
 from lab import report
-from lab.report_ladder import contains_in_order
-from lab.run import Cell, Runner
+from lab.report.ladder import contains_in_order
+from lab.scenarios.run import Cell, Runner
 
 STEPS = list(range(3, 18))
 

@@ -1,6 +1,6 @@
 """The model of the improved protocol agrees with the kernel's NAT (issue 5), on a reduced grid.
 
-Two symmetric-sequential routers built with nftables (lab/nat.py), real dp2pt peers (lab/run.py):
+Two symmetric-sequential routers built with nftables (lab/world/nat.py), real dp2pt peers (lab/scenarios/run.py):
 
 - each grid cell (k, scripted cut-ins on A and on B, delta 1 or 2) ends as the model predicts —
   including Diagram 1's own row 3, (0, 1), which fails on an endpoint-dependent NAT;

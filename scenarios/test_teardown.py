@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from lab import topology
-from lab.run import Cell, Runner
+from lab.world import topology
+from lab.scenarios.run import Cell, Runner
 
 from .conftest import leftovers
 
@@ -31,7 +31,7 @@ def _lab_like(names: set[str], lab) -> set[str]:
 def test_down_leaves_nothing(backend, run_dir):
     if backend.name != "netns":
         pytest.skip("checks netns objects")
-    from lab.backends import netns
+    from lab.world.backends import netns
 
     before = _root_links()
     lab = backend.up(topology.load("fig1"))
@@ -56,11 +56,11 @@ def test_down_by_prefix_after_a_crash(backend, tmp_path):
     """A run killed with SIGKILL leaves namespaces and a process; down PREFIX finds them by name."""
     if backend.name != "netns":
         pytest.skip("checks netns objects")
-    from lab.backends import netns
+    from lab.world.backends import netns
 
     script = textwrap.dedent("""
         import sys, time
-        from lab import backends, topology
+        from lab.world import backends, topology
         lab = backends.get("netns").up(topology.load("fig1"))
         lab.popen("server", ["sleep", "60"])
         print(lab.prefix, flush=True)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab import backends, topology  # noqa: E402
+from lab.world import backends
+from lab import topology  # noqa: E402
 
 
 def main() -> int:

@@ -5,33 +5,34 @@ import os
 
 import pytest
 
-from lab import bench, bench_mem, bench_stun
+from lab import bench
+from lab.bench import memory, stun
 
 
 def test_generator_counts_answers_of_a_real_server():
-    with bench_stun.dp2pt_server(core="0") as (_proc, addr):
-        r = bench_stun.generate(addr, duration=0.3, sockets=2, window=4)
+    with stun.dp2pt_server(core="0") as (_proc, addr):
+        r = stun.generate(addr, duration=0.3, sockets=2, window=4)
     assert r["answered"] > 0
     assert r["answered"] <= r["sent"]
 
 
 def test_generator_counts_nothing_from_a_silent_port():
-    port = bench_stun.free_udp_port(1)
-    r = bench_stun.generate(("127.0.0.1", port), duration=0.3, sockets=1, window=2)
+    port = stun.free_udp_port(1)
+    r = stun.generate(("127.0.0.1", port), duration=0.3, sockets=1, window=2)
     assert r["answered"] == 0
 
 
 def test_generator_refuses_non_loopback():
     with pytest.raises(SystemExit, match="loopback"):
-        bench_stun.generate(("192.0.2.1", 3478), duration=0.1)
+        stun.generate(("192.0.2.1", 3478), duration=0.1)
 
 
 def test_rss_of_this_process():
-    assert bench_mem.rss_kib(os.getpid()) > 1000
+    assert memory.rss_kib(os.getpid()) > 1000
 
 
 def test_memory_with_a_few_peers():
-    r = bench_mem.bench(peers=50, concurrency=10)
+    r = memory.bench(peers=50, concurrency=10)
     assert r["logged_in"] == 50 and r["failed"] == 0
     assert r["rss_kib"] >= r["rss_idle_kib"] > 0
 
@@ -51,7 +52,7 @@ def test_bad_part_is_a_user_error(capsys):
 
 
 def test_percentile_nearest_rank():
-    from lab.bench_lab import percentile
+    from lab.bench.labruns import percentile
 
     values = list(range(1, 101))
     assert percentile(values, 50) == 50 and percentile(values, 99) == 99 and percentile(values, 100) == 100
@@ -59,7 +60,7 @@ def test_percentile_nearest_rank():
 
 
 def test_lab_rows_name_variants_pairs_and_ratios():
-    from lab.bench_lab import table_rows
+    from lab.bench.labruns import table_rows
 
     results = {"traversal": {"pair": ["a", "b"], "variants": {"basic": {"runs": 100, "direct": 100, "median_ms": 5.0,
                "p99_ms": 9.0, "packets_per_success": 13.0}}, "pairs": [{"nat_a": "a", "nat_b": "b", "variant": "basic",

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import capture, topology
-from lab.backends import docker as dockerlab
-from lab.backends.base import started, wait_for_line
+from lab.world import capture, topology
+from lab.world.backends import docker as dockerlab
+from lab.world.backends.base import started, wait_for_line
 
 ROOT = Path(__file__).resolve().parent.parent
 

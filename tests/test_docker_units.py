@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import topology
-from lab.backends import docker as dockerlab
+from lab.world import topology
+from lab.world.backends import docker as dockerlab
 from lab.errors import EnvironmentProblem
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
@@ -101,7 +101,7 @@ def test_describe_path_flags_a_bypass(tmp_path):
         labctl.describe_path(empty)
 
 
-# ---- lab/backends/docker.py: address planning and preflight ---------------------------------------
+# ---- lab/world/backends/docker.py: address planning and preflight ---------------------------------------
 
 
 def test_docker_subnets_come_from_the_private_pool_and_skip_used_ones():

@@ -57,7 +57,7 @@ def test_unknown_schedule_fails_before_any_work(tmp_path):
 
 def test_model_nat_mirrors_the_lab_profiles():
     from dp2pt.model.nat import Allocation, Filtering, Mapping
-    from lab import nat
+    from lab.world import nat
 
     seq = study.model_nat(nat.parse_profile("symmetric-sequential:delta=2"))
     assert (seq.mapping, seq.filtering, seq.allocation, seq.delta) == (
@@ -74,7 +74,7 @@ def test_model_nat_wraps_where_the_lab_numgen_map_wraps():
     import random
 
     from dp2pt.model.nat import Nat
-    from lab import nat
+    from lab.world import nat
 
     profile = nat.parse_profile("symmetric-sequential:delta=2")
     router = Nat(study.model_nat(profile), "198.51.100.1", random.Random(0))
@@ -119,8 +119,8 @@ def test_replay_puts_each_cut_in_just_before_the_next_peer_flow():
 def test_poisson_plan_first_wait_is_independent_of_the_agents_gaps():
     from types import SimpleNamespace
 
-    from lab import topology
-    from lab.traffic import offsets
+    from lab.world import topology
+    from lab.world.traffic import offsets
 
     lab = SimpleNamespace(topology=topology.load("fig1"))
     for seed in range(20):

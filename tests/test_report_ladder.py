@@ -14,7 +14,7 @@ from scapy.utils import wrpcap
 
 from dp2pt.proto import stun
 from dp2pt.proto.datagram import Datagram, Kind
-from lab import report_ladder as rl
+from lab.report import ladder as rl
 
 NAT_A, NAT_B, SERVER = "198.51.100.1", "203.0.113.1", "198.51.100.10"
 XA, XB = 40000, 50000  # NAT-A's / NAT-B's mapped ports of the data sockets

@@ -1,6 +1,6 @@
 """One NAT router as a pure model: RFC 4787 mapping and filtering, and its port allocator.
 
-The lab's routers (lab/nat.py) are built from the same three choices, so a profile name means the
+The lab's routers (lab/world/nat.py) are built from the same three choices, so a profile name means the
 same behaviour here and on the kernel. What matters for the improved protocol (spec steps 15-16):
 
 - On an endpoint-dependent NAT every *new flow* (a new destination endpoint, RFC 4787 §4.1) takes a
@@ -26,7 +26,7 @@ from dp2pt.errors import ConfigError
 Endpoint = tuple[str, int]
 
 #: The range a router allocates external ports from (Linux's default ephemeral range is wider; the lab
-#: pins its own range, see lab/nat.py).
+#: pins its own range, see lab/world/nat.py).
 PORT_MIN = 1024
 PORT_MAX = 65535
 

@@ -5,7 +5,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
-from lab import capture
+from lab.world import capture
 
 WAN_A, WAN_B, SERVER = "198.51.100.1", "203.0.113.1", "198.51.100.10"
 

@@ -58,7 +58,7 @@ def test_missing_plugin_is_skipped_silently(monkeypatch, capsys):
 
 
 def test_not_root_is_reported_without_traceback(monkeypatch, capsys):
-    from lab.backends import netns
+    from lab.world.backends import netns
 
     monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
     assert cli.main(["--backend", "netns", "up"]) == 3

@@ -1,9 +1,9 @@
-"""Unit tests of lab.expect (the NAT model behind the matrix) and of the matrix file's consistency."""
+"""Unit tests of lab.scenarios.expect (the NAT model behind the matrix) and of the matrix file's consistency."""
 
 import pytest
 
-from lab import expect, matrix
-from lab.nat import PROFILE_NAMES
+from lab.scenarios import expect, matrix
+from lab.world.nat import PROFILE_NAMES
 
 SEQ, RND = "symmetric-sequential", "symmetric-random"
 
@@ -58,7 +58,7 @@ def test_restricted_vs_random_succeeds_on_the_repeated_round():
 def test_matrix_file_agrees_with_the_model():
     declared = {c.id: c.expect for c in matrix.load()}
     derived = {c.id: c.expect for c in matrix.default_cells()}
-    assert declared == derived, "scenarios/matrix.csv is stale: run `python -m lab.matrix --write`"
+    assert declared == derived, "scenarios/matrix.csv is stale: run `python -m lab.scenarios.matrix --write`"
 
 
 def test_matrix_covers_every_profile_pair_and_variant():

@@ -1,10 +1,10 @@
-"""Unit tests of lab.nat: profile parsing, refusals, and the rendered nftables ruleset (pure)."""
+"""Unit tests of lab.world.nat: profile parsing, refusals, and the rendered nftables ruleset (pure)."""
 
 import re
 
 import pytest
 
-from lab import nat
+from lab.world import nat
 from lab.errors import UnknownProfile, UnsupportedNat
 
 R = nat.RouterParams(wan_if="eth0", lan_if="eth1", wan_ip="198.51.100.1", lan_net="10.1.0.0/24")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lab import topology
+from lab.world import topology
 from lab.errors import ConfigError, UnknownNode
 
 

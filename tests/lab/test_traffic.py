@@ -1,11 +1,11 @@
-"""Unit tests of lab.traffic's pure parts: schedules, bounds, trigger matching, datagram building."""
+"""Unit tests of lab.world.traffic's pure parts: schedules, bounds, trigger matching, datagram building."""
 
 import json
 import struct
 
 import pytest
 
-from lab import traffic
+from lab.world import traffic
 from lab.errors import ConfigError
 
 SRC = ("10.1.0.100", "10.1.0.101")

@@ -35,7 +35,7 @@ from typing import Sequence
 
 from pyroute2 import IPRoute, netns
 
-from lab.backends.base import Backend, Lab, LabInfo
+from lab.world.backends.base import Backend, Lab, LabInfo
 from lab.errors import (
     LabNotFound,
     LabStateError,
@@ -44,7 +44,7 @@ from lab.errors import (
     NotRoot,
     UnknownNode,
 )
-from lab.topology import Topology, from_dict
+from lab.world.topology import Topology, from_dict
 
 NETNS_DIR = Path("/run/netns")
 STATE_DIR = Path("/run/dp2pt-lab")

@@ -1,7 +1,7 @@
 """The bench parts that need the lab (root): bring-up/teardown, time to direct path, packets per success,
-and direct vs TURN-relayed path (:mod:`lab.bench_path`).
+and direct vs TURN-relayed path (:mod:`lab.bench.relay`).
 
-Everything runs through the lab engineer's API (:mod:`lab.backends`, :class:`lab.run.Runner`), so
+Everything runs through the lab engineer's API (:mod:`lab.world.backends`, :class:`lab.scenarios.run.Runner`), so
 the numbers are those of the scenario runner: one cell = fresh NAT mappings, a capture, two ``dp2pt``
 peer processes.  Time to direct path is the peers' own ``time_to_direct_ms`` (both logged in → first
 direct datagram, docs/CONTRACT.md): B's figure (B starts the session), A's when B has none.
@@ -43,7 +43,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def bring_up_down(backend_name: str, runs: int) -> dict:
     """Seconds to bring the default topology up and to tear it down (median of ``runs``)."""
-    from lab import backends, topology
+    from lab.world import backends, topology
 
     b = backends.get(backend_name)
     b.check()
@@ -74,7 +74,7 @@ def _packets(result) -> int:
 
 def traversal(lab, run_dir: Path, runs: int, progress, pairs: bool = True, budget: float = TTD_BUDGET_S) -> dict:
     """Time to direct path per variant (``runs`` each, default pair) and packets per success per pair."""
-    from lab.run import Cell, Runner
+    from lab.scenarios.run import Cell, Runner
 
     out: dict = {"pair": list(DEFAULT_PAIR), "variants": {}, "pairs": []}
     with Runner(lab, run_dir) as runner:
@@ -118,9 +118,9 @@ def _r(v):
 
 def run(results: dict, runs: int) -> None:
     """Fill ``results`` (see :mod:`lab.bench`) with the lab parts; each part that cannot run says why."""
-    from lab import backends, topology
+    from lab.world import backends, topology
     from lab.errors import LabError
-    from lab.run import new_run_dir
+    from lab.scenarios.run import new_run_dir
 
     skipped = results.setdefault("skipped", {})
     rows = results.setdefault("lab_rows", [])
@@ -138,9 +138,9 @@ def run(results: dict, runs: int) -> None:
         say("time to direct path")
         results["traversal"] = traversal(lab, run_dir, runs, say)
         try:
-            from lab import bench_path
+            from lab.bench import relay
             say("direct vs TURN relay")
-            results["path"] = bench_path.bench(lab)
+            results["path"] = relay.bench(lab)
         except (ImportError, LabError, OSError, RuntimeError) as exc:
             skipped["direct vs TURN relay"] = str(exc)
     finally:
@@ -164,7 +164,7 @@ def run(results: dict, runs: int) -> None:
 
 
 def _docker_ok() -> bool:
-    from lab import backends
+    from lab.world import backends
     from lab.errors import LabError
 
     try:

@@ -2,19 +2,17 @@
 
 Benchmarks, not timed tests: each part measures, writes JSON, and the whole prints one Markdown table
 with the machine it ran on.  Parts that need root and the netns lab (time to direct path, packets per
-success, lab bring-up/teardown, direct vs TURN relay) live in :mod:`lab.bench_lab` and are skipped
+success, lab bring-up/teardown, direct vs TURN relay) live in :mod:`lab.bench.labruns` and are skipped
 with a reason when the lab cannot run; the loopback parts (STUN throughput vs coturn, memory with
 10,000 logged-in peers) run anywhere.  Every loop is bounded in count and time.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -90,11 +88,11 @@ def markdown(results: dict) -> str:
 
 def run(out: Path, parts: set[str], runs: int) -> dict:
     """Run the selected parts (each failure is recorded, not fatal) and write ``out``."""
-    from lab import bench_mem, bench_stun
+    from lab.bench import memory, stun
 
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
                      "skipped": {}}
-    for part, bench in (("stun", bench_stun.bench), ("memory", bench_mem.bench)):
+    for part, bench in (("stun", stun.bench), ("memory", memory.bench)):
         if part in parts:
             try:
                 results[part] = bench()
@@ -102,50 +100,11 @@ def run(out: Path, parts: set[str], runs: int) -> dict:
                 results["skipped"][part] = f"failed: {exc}"
     if "lab" in parts:
         try:
-            from lab import bench_lab
+            from lab.bench import labruns
         except ImportError as exc:
-            results["skipped"]["lab benchmarks"] = f"lab.bench_lab unavailable: {exc}"
+            results["skipped"]["lab benchmarks"] = f"lab.bench.labruns unavailable: {exc}"
         else:
-            bench_lab.run(results, runs)
+            labruns.run(results, runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     return results
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default %(default)s)")
-    p.add_argument("--parts", default="stun,memory,lab",
-                   help="comma-separated subset of stun,memory,lab (default %(default)s)")
-    p.add_argument("--runs", type=int, default=100, help="lab runs per variant for time to direct path")
-
-
-def handler(args: argparse.Namespace) -> int:
-    parts = set(filter(None, args.parts.split(",")))
-    unknown = parts - {"stun", "memory", "lab"}
-    if unknown:
-        print(f"bench: error: unknown part(s) {', '.join(sorted(unknown))}", file=sys.stderr)
-        return 2
-    if not 1 <= args.runs <= 1000:
-        print("bench: error: --runs must be 1..1000", file=sys.stderr)
-        return 2
-    results = run(args.out, parts, args.runs)
-    print(markdown(results))
-    print(f"\n(JSON: {args.out})")
-    return 0
-
-
-def register(subparsers) -> None:
-    """Plugin hook for lab/cli.py: adds ``bench``."""
-    p = subparsers.add_parser("bench", help="benchmarks: STUN vs coturn, memory, lab timings (JSON + Markdown)")
-    add_arguments(p)
-    p.set_defaults(func=handler)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m lab.bench", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return handler(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

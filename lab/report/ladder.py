@@ -2,7 +2,7 @@
 
 Pure classification, no drawing: :func:`classify` turns the packets seen on the "real Internet 16"
 into :class:`Event` rows, each labelled with the spec's step number, so a test can assert the
-order of the steps and :mod:`lab.report_draw` can draw the ladder.  Rules (docs/CONTRACT.md):
+order of the steps and :mod:`lab.report.draw` can draw the ladder.  Rules (docs/CONTRACT.md):
 
 * STUN Binding requests from NAT-A's WAN: the first transaction is step 3, the second step 5 (a
   single one is step 5: the simplified protocol skips 3/4); responses are 4 / 6.  From NAT-B the
@@ -345,7 +345,7 @@ def ladder_of(cell_dir: Path) -> Ladder:
 
 def _filtering_of(cell_dir: Path) -> dict:
     """The NATs' filtering from the cell's profiles in result.json ({} when unknown)."""
-    from lab import nat
+    from lab.world import nat
 
     try:
         cell = json.loads((cell_dir / "result.json").read_text()).get("cell") or {}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from lab import nat
+from lab.world import nat
 
 #: Spec Diagram 1 rows 1-6, as (k1, k2) = (cut-ins on A's side, on B's side).
 DIAGRAM_1 = ((0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (0, 2))

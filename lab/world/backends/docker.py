@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from lab.backends.base import STOP_GRACE, Backend, Lab, LabInfo
+from lab.world.backends.base import STOP_GRACE, Backend, Lab, LabInfo
 from lab.errors import (
     EnvironmentProblem,
     LabNotFound,
@@ -50,7 +50,7 @@ from lab.errors import (
     MissingTool,
     UnknownNode,
 )
-from lab.topology import Topology, from_dict
+from lab.world.topology import Topology, from_dict
 
 #: Image of every node (built by ``make lab-image``); overridable for other tags.
 DEFAULT_IMAGE = "dp2pt/node:latest"
@@ -434,7 +434,7 @@ def lab_prefixes(client) -> set[str]:
 
 
 #: In a checkout, the node image is rebuilt from the working tree when its sources changed.
-BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "images" / "build-node.sh"
+BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "images" / "build-node.sh"
 
 
 def refresh_image() -> None:

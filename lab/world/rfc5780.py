@@ -22,8 +22,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import nat, topology
-from lab.backends.base import Lab, wait_for_line
+from lab.world import nat, topology
+from lab.world.backends.base import Lab, wait_for_line
 from lab.errors import MissingTool, ScenarioError
 
 STUN_PORT = 3478

@@ -16,7 +16,7 @@ Everything is bounded: at most :data:`MAX_FLOWS` datagrams, :data:`MAX_RATE` per
 :data:`MAX_DURATION` seconds; sources must be private (10/8) and destinations in the lab's
 TEST-NET public segment, so no byte can leave the lab.
 
-The sending side runs as an *agent* inside the noise node (``python -m lab.traffic agent``): it
+The sending side runs as an *agent* inside the noise node (``python -m lab.world.traffic agent``): it
 imports scapy once per lab session and takes one JSON command per line on stdin, answering JSON
 lines on stdout (``armed``, then ``done``/``timeout``). :class:`TrafficAgent` drives it from the lab.
 """
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Iterable
 from lab.errors import ConfigError, ScenarioError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lab.backends.base import Lab
+    from lab.world.backends.base import Lab
 
 MAX_FLOWS = 1000
 MAX_RATE = 2000.0  # datagrams per second
@@ -262,7 +262,7 @@ def _unbuffered_lines(fd: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lab.traffic", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m lab.world.traffic", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("agent", help="serve cut-in plans (JSON lines) on stdin")
     a.add_argument("--iface", required=True)
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _execute(plan, args.iface, lambda o: print(json.dumps(o), flush=True))
     except ConfigError as exc:
-        print(f"lab.traffic: error: {exc}", file=sys.stderr)
+        print(f"lab.world.traffic: error: {exc}", file=sys.stderr)
         return 2
     return 0
 
@@ -303,11 +303,11 @@ class TrafficAgent:
     START_TIMEOUT = 10.0
 
     def start(self) -> "TrafficAgent":
-        from lab.backends.base import wait_for_line
+        from lab.world.backends.base import wait_for_line
 
         seg = self.lab.topology.node(self.node).links[0].segment
         iface = self.lab.interface(self.node, seg)
-        self.proc = self.lab.popen(self.node, [self.lab.python, "-m", "lab.traffic", "agent", "--iface", iface],
+        self.proc = self.lab.popen(self.node, [self.lab.python, "-m", "lab.world.traffic", "agent", "--iface", iface],
                                    stdin=__import__("subprocess").PIPE)
         try:
             wait_for_line(self.proc, lambda l: '"ready"' in l, self.START_TIMEOUT)
@@ -336,7 +336,7 @@ class TrafficAgent:
         return self._next(timeout)
 
     def _next(self, timeout: float) -> dict:
-        from lab.backends.base import wait_for_line
+        from lab.world.backends.base import wait_for_line
 
         def mine(line: str) -> bool:
             if not line.startswith("{"):

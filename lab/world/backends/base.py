@@ -1,6 +1,6 @@
 """The backend interface: where the lab's nodes live, and how to act inside them.
 
-A *backend* (network namespaces, Docker, ...) turns a :class:`~lab.topology.Topology` into a
+A *backend* (network namespaces, Docker, ...) turns a :class:`~lab.world.topology.Topology` into a
 running :class:`Lab`. Everything above this module (NAT configuration, cut-in traffic, captures,
 scenarios) talks only to :class:`Lab`, so a scenario runs unchanged on every backend.
 
@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, ClassVar, Iterator, Sequence
 from lab.errors import MissingKernelFeature, MissingTool, NodeCommandFailed, ScenarioError, UnknownNode
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lab.nat import NatProfile
-    from lab.topology import Topology
+    from lab.world.nat import NatProfile
+    from lab.world.topology import Topology
 
 #: How long ``exec`` waits for a command unless told otherwise (seconds).
 DEFAULT_EXEC_TIMEOUT = 10.0
@@ -270,7 +270,7 @@ class Lab(abc.ABC):
         Loading the table anew also resets the sequential allocator (numgen counter) and, with
         the conntrack flush, every mapping: each scenario cell starts from a fresh NAT.
         """
-        from lab import nat
+        from lab.world import nat
 
         prof = nat.parse_profile(profile) if isinstance(profile, str) else profile
         wan_seg, lan_seg = self.topology.router_segments(router)
@@ -312,7 +312,7 @@ class Lab(abc.ABC):
 
     def nat_profile(self, router: str) -> str | None:
         """The profile the router's NAT table was loaded with (from the table's comment), if any."""
-        from lab.nat import COMMENT_PREFIX
+        from lab.world.nat import COMMENT_PREFIX
 
         for line in self.nft_dump(router).splitlines():
             line = line.strip()

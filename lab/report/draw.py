@@ -1,7 +1,7 @@
 """Pictures of a run: the ladder diagram of one exchange and the success-matrix heatmap of many.
 
 matplotlib with the Agg backend (no display; PNG and SVG).  Drawing only: the data comes from
-:mod:`lab.report_ladder` (events with steps) and :mod:`lab.report` (cell outcomes).
+:mod:`lab.report.ladder` (events with steps) and :mod:`lab.report` (cell outcomes).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lab.report_ladder import LANES, Ladder  # noqa: E402
+from lab.report.ladder import LANES, Ladder  # noqa: E402
 
 PANELS_PER_ROW = 2
 MAX_ARROWS = 120  # a ladder taller than this is unreadable; the rest is summarised in the title

@@ -1,7 +1,7 @@
-"""Backend registry: ``get(name)`` returns a ready :class:`~lab.backends.base.Backend`.
+"""Backend registry: ``get(name)`` returns a ready :class:`~lab.world.backends.base.Backend`.
 
 ``netns`` (Linux network namespaces via pyroute2) is the default; ``docker`` is registered
-lazily from :mod:`lab.backends.docker` when that module imports. A backend module exposes its
+lazily from :mod:`lab.world.backends.docker` when that module imports. A backend module exposes its
 class as ``BACKEND_CLASS`` (or defines a ``Backend`` subclass whose ``name`` is the registry name).
 The default comes from the environment variable ``DP2PT_LAB_BACKEND`` when set.
 """
@@ -13,14 +13,14 @@ import inspect
 import os
 from typing import Callable
 
-from lab.backends.base import Backend, Capture, Lab, LabInfo
+from lab.world.backends.base import Backend, Capture, Lab, LabInfo
 from lab.errors import UnknownBackend
 
 DEFAULT_BACKEND = "netns"
 ENV_VAR = "DP2PT_LAB_BACKEND"
 
 #: name -> module that defines it; imported on first use so a missing SDK only matters when asked for.
-_LAZY: dict[str, str] = {"netns": "lab.backends.netns", "docker": "lab.backends.docker"}
+_LAZY: dict[str, str] = {"netns": "lab.world.backends.netns", "docker": "lab.world.backends.docker"}
 _FACTORIES: dict[str, Callable[[], Backend]] = {}
 
 __all__ = ["Backend", "Capture", "Lab", "LabInfo", "get", "register", "names", "default_name"]

@@ -6,7 +6,7 @@ login procedure (spec steps 1-2).  The logins come from a separate client proces
 concurrency so the server sees a realistic arrival pattern and the measurement excludes the client.
 Both processes raise RLIMIT_NOFILE to what they need (the hard limit bounds it).
 
-Run the client alone: ``python3 -m lab.bench_mem clients 127.0.0.1 7000 --peers 100``.
+Run the client alone: ``python3 -m lab.bench.memory clients 127.0.0.1 7000 --peers 100``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from lab.bench_stun import _stop, free_tcp_port, free_udp_port
-from lab.backends.base import wait_for_line
+from lab.bench.stun import _stop, free_tcp_port, free_udp_port
+from lab.world.backends.base import wait_for_line
 
 PEERS = 10_000
 CONCURRENCY = 200  # logins in progress at once
@@ -89,7 +89,7 @@ def bench(peers: int = PEERS, concurrency: int = CONCURRENCY) -> dict:
         time.sleep(0.2)
         before = rss_kib(server.pid)
         client = subprocess.Popen(
-            [sys.executable, "-m", "lab.bench_mem", "clients", "127.0.0.1", str(tcp), "--peers", str(peers),
+            [sys.executable, "-m", "lab.bench.memory", "clients", "127.0.0.1", str(tcp), "--peers", str(peers),
              "--concurrency", str(concurrency)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = client.stdout.readline()
@@ -113,7 +113,7 @@ def bench(peers: int = PEERS, concurrency: int = CONCURRENCY) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m lab.bench_mem")
+    p = argparse.ArgumentParser(prog="python3 -m lab.bench.memory")
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("clients", help="log PEERS peers in and hold them until stdin closes")
     c.add_argument("host")

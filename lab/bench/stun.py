@@ -6,7 +6,7 @@ a fixed number of sockets and a fixed in-flight window per socket, and it only t
 A socket whose answers stop (a datagram dropped in a full buffer) has its window refilled after
 ``STALL`` seconds so one loss cannot stall the run; such requests count as lost.
 
-Run the generator alone: ``python3 -m lab.bench_stun gen 127.0.0.1 3478 --duration 3`` (prints JSON).
+Run the generator alone: ``python3 -m lab.bench.stun gen 127.0.0.1 3478 --duration 3`` (prints JSON).
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def run_generator(addr: tuple[str, int], duration: float) -> dict:
     """The generator in its own process on GEN_CORE (so it never shares the server's core)."""
     out = subprocess.run(
-        _taskset(GEN_CORE) + [sys.executable, "-m", "lab.bench_stun", "gen", addr[0], str(addr[1]),
+        _taskset(GEN_CORE) + [sys.executable, "-m", "lab.bench.stun", "gen", addr[0], str(addr[1]),
                               "--duration", str(duration)],
         capture_output=True, text=True, timeout=duration + 30, check=True)
     return json.loads(out.stdout)
@@ -262,7 +262,7 @@ def bench(duration: float = DURATION) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m lab.bench_stun")
+    p = argparse.ArgumentParser(prog="python3 -m lab.bench.stun")
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("gen", help="run the load generator against HOST PORT and print JSON")
     g.add_argument("host")

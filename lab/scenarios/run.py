@@ -25,8 +25,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab import capture, nat, traffic
-from lab.backends.base import Lab, wait_for_line
+from lab.world import capture, nat, traffic
+from lab.world.backends.base import Lab, wait_for_line
 from lab.errors import ConfigError, MissingTool, ScenarioError
 
 VARIANTS = ("basic", "simplified", "improved", "distributed")

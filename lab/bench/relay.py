@@ -171,8 +171,8 @@ async def _await_echo(ep: _Endpoint, seq: int, timeout: float) -> float | None:
 
 def _measure(lab, mode: str) -> dict:
     """One run of both agents in ``mode`` ("direct" | "relay"); returns A's result line."""
-    from lab.backends.base import wait_for_line
-    from lab.run import STUN_PORT
+    from lab.world.backends.base import wait_for_line
+    from lab.scenarios.run import STUN_PORT
 
     topo = lab.topology
     server = topo.by_role("server")[0]
@@ -182,7 +182,7 @@ def _measure(lab, mode: str) -> dict:
     procs = {}
     try:
         for node, role in ((a, "A"), (b, "B")):
-            procs[role] = lab.popen(node, [sys.executable, "-m", "lab.bench_path", "agent", "--role", role, *common],
+            procs[role] = lab.popen(node, [sys.executable, "-m", "lab.bench.relay", "agent", "--role", role, *common],
                                     stdin=subprocess.PIPE)
         hello = {r: json.loads(wait_for_line(p, lambda l: l.startswith("{"), 10.0)) for r, p in procs.items()}
         a_addr = hello["A"]["relayed"] or hello["A"]["mapped"]
@@ -205,7 +205,7 @@ def bench(lab) -> dict:
 
     if not shutil.which("turnserver"):
         raise RuntimeError("coturn is not installed (apt-get install coturn)")
-    from lab.run import Runner
+    from lab.scenarios.run import Runner
 
     topo = lab.topology
     server = topo.by_role("server")[0]
@@ -234,7 +234,7 @@ def bench(lab) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m lab.bench_path")
+    p = argparse.ArgumentParser(prog="python3 -m lab.bench.relay")
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("agent", help="one end of the path measurement (run inside a lab node)")
     g.add_argument("--role", choices=("A", "B"), required=True)

@@ -1,6 +1,6 @@
 """`dp2pt-lab report RUN_DIR`: what a scenario run shows, for people who would rather look than read.
 
-Input is the run directory the cell runner (:mod:`lab.run`) writes: one sub-directory per cell
+Input is the run directory the cell runner (:mod:`lab.scenarios.run`) writes: one sub-directory per cell
 with ``public.pcap`` (the public segment, optionally more ``*.pcap`` such as a TCP capture),
 ``a.json``/``b.json`` (the peers' result lines) and ``result.json`` (the classified outcome and the
 cell: NAT profiles, variant).  A single cell directory works too.  Optional ``addresses.json``
@@ -14,13 +14,12 @@ classified events and steps), ``matrix.png/.svg`` (success heatmap per variant) 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-from lab.report_ladder import Ladder, ReportError, contains_in_order, ladder_of
+from lab.report.ladder import Ladder, ReportError, contains_in_order, ladder_of
 
 STEPS = list(range(3, 18))  # the steps a successful basic exchange shows on the public segment
 
@@ -87,7 +86,7 @@ def report(run_dir: Path, out_dir: Path | None = None, ladders: bool = True, pro
     Raises:
         ReportError: the directory holds no cell the report can read.
     """
-    from lab import report_draw
+    from lab.report import draw
 
     run_dir = Path(run_dir)
     cells = cell_dirs(run_dir)
@@ -107,13 +106,13 @@ def report(run_dir: Path, out_dir: Path | None = None, ladders: bool = True, pro
                     ladders_by_cell[name] = ladder
                     row["steps"] = ladder.steps
                     row["steps_ok"] = "yes" if contains_in_order(ladder.steps, STEPS) else "no"
-                    files += report_draw.draw_ladder(ladder, out_dir / f"ladder-{name}", title=name)
+                    files += draw.draw_ladder(ladder, out_dir / f"ladder-{name}", title=name)
                     (out_dir / f"ladder-{name}.json").write_text(json.dumps(_ladder_doc(ladder), indent=1))
             rows.append(row)
             advance()
     matrix = success_matrix([r["result"] for r in rows])
     if matrix:
-        files += report_draw.draw_heatmap(matrix, out_dir / "matrix")
+        files += draw.draw_heatmap(matrix, out_dir / "matrix")
     md = summary_markdown(rows)
     (out_dir / "summary.md").write_text(md + "\n")
     files.append(out_dir / "summary.md")
@@ -145,37 +144,3 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", type=Path, help="a run directory of the scenario runner, or one cell's directory")
-    p.add_argument("--out", type=Path, help="output directory (default RUN_DIR/report)")
-    p.add_argument("--no-ladders", action="store_true", help="only the heatmap and the summary")
-
-
-def handler(args: argparse.Namespace) -> int:
-    try:
-        done = report(args.run_dir, args.out, ladders=not args.no_ladders)
-    except ReportError as exc:
-        print(f"dp2pt-lab: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(done["summary"])
-    print("\n" + "\n".join(done["files"]))
-    return 0
-
-
-def register(subparsers) -> None:
-    """Plugin hook for lab/cli.py: adds ``report``."""
-    p = subparsers.add_parser("report", help="ladder diagrams, success heatmap and summary of a run")
-    add_arguments(p)
-    p.set_defaults(func=handler)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m lab.report", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return handler(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

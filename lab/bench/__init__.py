@@ -1,0 +1,15 @@
+"""Benchmarks (``make bench``): dp2pt measured next to its reference, side by side in one run.
+
+:mod:`~lab.bench.stun` (STUN Binding answers per second and per server CPU-second vs coturn),
+:mod:`~lab.bench.memory` (server memory with many logged-in peers), :mod:`~lab.bench.labruns`
+(time to direct path and packets per success on the lab, bring-up/teardown of both backends),
+:mod:`~lab.bench.relay` (direct path vs coturn's TURN relay), :mod:`~lab.bench.bringup` (the
+bring-up budget checks of ``make bench-lab`` / ``make bench-docker``); :mod:`~lab.bench.suite` runs
+the parts and prints the README's table, :mod:`~lab.bench.cli` is the command. Benchmarks measure;
+they never pass or fail a build on a timing.
+"""
+
+from lab.bench.cli import main, register
+from lab.bench.suite import machine, markdown, run
+
+__all__ = ["machine", "main", "markdown", "register", "run"]
