@@ -37,8 +37,12 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from lab.errors import UnknownProfile, UnsupportedNat
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lab.world.topology import Topology
 
 TABLE = "dp2pt_nat"
 COMMENT_PREFIX = "dp2pt profile="
@@ -109,6 +113,13 @@ class RouterParams:
     lan_if: str
     wan_ip: str
     lan_net: str
+
+
+def router_params(topo: "Topology", router: str, ifnames: "dict[str, str]") -> RouterParams:
+    """Where ``router`` of ``topo`` applies its NAT, given its interface name on each segment."""
+    wan_seg, lan_seg = topo.router_segments(router)
+    return RouterParams(wan_if=ifnames[wan_seg], lan_if=ifnames[lan_seg], wan_ip=topo.address(router, wan_seg),
+                        lan_net=topo.segments[lan_seg].subnets[0])
 
 
 _BASE_PROFILES: dict[str, NatProfile] = {

@@ -69,6 +69,7 @@ class Node:
     role: str
     links: tuple[Link, ...]
     gateway: str | None = None
+    nat: str | None = None  # a router's NAT profile when the world comes up (lab.world.nat)
 
     def link(self, segment: str) -> Link:
         for link in self.links:
@@ -244,7 +245,7 @@ def from_dict(data: Any, default_name: str = "topology") -> Topology:
         if not links:
             raise ConfigError(f"node {nname!r}: needs at least one link")
         gateway = ndef.get("gateway")
-        node = Node(nname, role, tuple(links), str(gateway) if gateway else None)
+        node = Node(nname, role, tuple(links), str(gateway) if gateway else None, _nat_of(nname, role, ndef.get("nat")))
         _check_role_links(node, segments)
         nodes[nname] = node
     if not nodes:
@@ -253,6 +254,17 @@ def from_dict(data: Any, default_name: str = "topology") -> Topology:
     _check_unique_addresses(topo)
     _check_gateways(topo)
     return topo
+
+
+def _nat_of(node: str, role: str, profile: Any) -> str | None:
+    """A router's declared NAT profile, validated here so a bad one fails at load, not at bring-up."""
+    if profile is None:
+        return None
+    if role != "router":
+        raise ConfigError(f"node {node!r}: only a router has a NAT profile ('nat:')")
+    from lab.world import nat
+
+    return nat.parse_profile(str(profile)).spec
 
 
 def _check_name(name: str, what: str) -> None:

@@ -273,13 +273,8 @@ class Lab(abc.ABC):
         from lab.world import nat
 
         prof = nat.parse_profile(profile) if isinstance(profile, str) else profile
-        wan_seg, lan_seg = self.topology.router_segments(router)
-        params = nat.RouterParams(
-            wan_if=self.interface(router, wan_seg),
-            lan_if=self.interface(router, lan_seg),
-            wan_ip=self.address(router, wan_seg),
-            lan_net=self.topology.segments[lan_seg].subnets[0],
-        )
+        ifnames = {seg: self.interface(router, seg) for seg in self.topology.router_segments(router)}
+        params = nat.router_params(self.topology, router, ifnames)
         ruleset = nat.render_ruleset(prof, params)  # replaces the previous table atomically
         try:
             self.exec(router, ["nft", "-f", "-"], input=ruleset)

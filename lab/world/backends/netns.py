@@ -35,6 +35,7 @@ from typing import Sequence
 
 from pyroute2 import IPRoute, netns
 
+from lab.world import addressing
 from lab.world.backends.base import Backend, Lab, LabInfo
 from lab.errors import (
     LabNotFound,
@@ -290,26 +291,17 @@ class NetnsLab(Lab):
                 br = ipr.link_lookup(ifname=BRIDGE)[0]
                 ipr.link("set", index=br, state="up")
             for node in topo.nodes.values():
-                inner = handles[self.node_ns(node.name)]
+                ifnames = {}
                 for link in node.links:
                     outer = handles[self.segment_ns(link.segment)]
-                    ifname = self.interface(node.name, link.segment)
+                    ifnames[link.segment] = self.interface(node.name, link.segment)
                     outer.link("add", ifname=node.name, kind="veth",
-                               peer={"ifname": ifname, "net_ns_fd": self.node_ns(node.name)})
+                               peer={"ifname": ifnames[link.segment], "net_ns_fd": self.node_ns(node.name)})
                     port = outer.link_lookup(ifname=node.name)[0]
                     br = outer.link_lookup(ifname=BRIDGE)[0]
                     outer.link("set", index=port, master=br, state="up")
-                    idx = inner.link_lookup(ifname=ifname)[0]
-                    for addr in link.addresses:
-                        ip, plen = addr.split("/")
-                        inner.addr("add", index=idx, address=ip, prefixlen=int(plen))
-                    inner.link("set", index=idx, state="up")
-                for route in topo.routes(node.name):
-                    idx = inner.link_lookup(ifname=self.interface(node.name, route.segment))[0]
-                    if route.dst == "default":
-                        inner.route("add", dst="0.0.0.0/0", gateway=route.via, oif=idx)
-                    else:
-                        inner.route("add", dst=route.dst, oif=idx, scope=253)  # on-link (scope link)
+                addressing.set_addresses(handles[self.node_ns(node.name)], topo, node.name, ifnames)
+                addressing.set_routes(handles[self.node_ns(node.name)], topo, node.name, ifnames)
         finally:
             for h in handles.values():
                 h.close()
