@@ -19,7 +19,7 @@ lab-verify-nat:
 
 ## bench-lab: time of `dp2pt-lab up` for fig1 (budget 1 s)
 bench-lab:
-	$(PYTHON) scripts/bench_lab_up.py --topology fig1 --rounds 10 --budget 1.0
+	$(PYTHON) -m lab.bench.bringup --topology fig1 --rounds 10 --budget 1.0
 
 ## lab-clean: remove every lab on this machine, leftovers of crashed runs included
 lab-clean:

@@ -15,6 +15,8 @@ import statistics
 import time
 from pathlib import Path
 
+from lab.bench import bringup
+
 TOPOLOGY = "fig1"
 #: The NAT pair of the time-to-direct runs: the spec's own NAT ("port numbers that are consecutive and
 #: incremented by one", symmetric), where every variant can succeed — on cone NATs the simplified
@@ -39,25 +41,6 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     s = sorted(values)
     return s[min(len(s), max(1, math.ceil(q / 100 * len(s)))) - 1]
-
-
-def bring_up_down(backend_name: str, runs: int) -> dict:
-    """Seconds to bring the default topology up and to tear it down (median of ``runs``)."""
-    from lab.world import backends, topology
-
-    b = backends.get(backend_name)
-    b.check()
-    topo = topology.load(TOPOLOGY)
-    ups, downs = [], []
-    for _ in range(runs):
-        t0 = time.monotonic()
-        lab = b.up(topo)
-        ups.append(time.monotonic() - t0)
-        t0 = time.monotonic()
-        lab.down()
-        downs.append(time.monotonic() - t0)
-    return {"backend": backend_name, "runs": runs, "up_s": round(statistics.median(ups), 3),
-            "down_s": round(statistics.median(downs), 3)}
 
 
 def _ttd(result) -> float | None:
@@ -131,7 +114,7 @@ def run(results: dict, runs: int) -> None:
         skipped["lab benchmarks (netns)"] = f"netns lab unavailable: {exc}"
         return
     say("bring-up/teardown (netns)")
-    updown = results["updown"] = {"netns": bring_up_down("netns", UPDOWN_RUNS)}
+    updown = results["updown"] = {"netns": bringup.bring_up_down("netns", UPDOWN_RUNS, TOPOLOGY)}
     run_dir = new_run_dir(Path("runs")) / "bench"
     lab = backends.get("netns").up(topology.load(TOPOLOGY))
     try:
@@ -148,7 +131,7 @@ def run(results: dict, runs: int) -> None:
     if _docker_ok():
         say("bring-up/teardown (docker)")
         try:
-            updown["docker"] = bring_up_down("docker", 1)
+            updown["docker"] = bringup.bring_up_down("docker", 1, TOPOLOGY)
             say("time to direct path (docker)")
             dlab = backends.get("docker").up(topology.load(TOPOLOGY))
             try:
