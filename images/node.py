@@ -1,21 +1,18 @@
-"""Entrypoint (PID 1) of a lab container: set the node up for its role, report ready, then idle.
+"""Entrypoint (PID 1) of a lab container: become a node of a topology, report ready, then serve or idle.
 
-Roles (first argument, or $ROLE):
-  router  -- apply the NAT profile $NAT_PROFILE between the interfaces on $WAN_SUBNET and
-             $LAN_SUBNET with the lab's own renderer (lab.world.nat), as the netns lab does;
-  peer    -- (also ``noise``) replace the default route by $GATEWAY, the LAN's NAT router;
-  server  -- run ``dp2pt server`` ($SERVER_ARGS); ready once it prints its ready line;
-  idle    -- nothing (the Docker backend configures its nodes from the host).
-Routers and the server lose the default route Docker gives every container (via the host).
+Roles (first argument): ``server``, ``router``, ``peer``, ``noise``, ``sink`` — a node of the
+compose world (lab/world/compose.py): with $DP2PT_TOPOLOGY (a topology name the image carries, or a
+mounted YAML file) and $DP2PT_NODE it takes the topology's addresses and routes in place of Docker's
+(lab.world.addressing.adopt); a router then loads its NAT profile ($NAT_PROFILE, else the
+topology's) with the lab's own renderer, a server runs the location server with the command line
+every lab uses (lab.world.services). ``idle``: nothing (the Docker backend configures its
+containers from the host).
 
-Why here and not in compose.yaml: Docker neither keeps interface order nor lets a compose file
-route through a container, so interfaces are picked by subnet (pyroute2) and routes set at start.
-Readiness: the log line ``dp2pt-node: ready`` (and the file /run/dp2pt/ready), which
+Readiness: the log line ``dp2pt-node: ready: ...`` (and the file /run/dp2pt/ready), which
 ``make lab-up`` waits for; a failed setup is one ``dp2pt-node: error:`` line and exit status 1.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import shlex
 import signal
@@ -28,48 +25,50 @@ from lab.errors import LabError
 from pyroute2.netlink.exceptions import NetlinkError
 
 READY = Path("/run/dp2pt/ready")
+ROLES = ("server", "router", "peer", "noise", "sink")
 
 
 class NodeError(Exception):
     """A setup step failed; printed as one line, exit status 1."""
 
 
-def env(name: str, default: str | None = None) -> str:
-    value = os.environ.get(name, default)
+def env(name: str) -> str:
+    value = os.environ.get(name)
     if not value:
         raise NodeError(f"environment variable {name} is required for this role")
     return value
 
 
-def interface_on(subnet: str) -> tuple[str, str]:
-    """(interface name, IPv4 address) of this container on ``subnet`` — never assume eth0/eth1."""
+def become(role: str):
+    """Adopt the topology's addresses and routes for $DP2PT_NODE; returns (topology, node, ifnames)."""
     from pyroute2 import IPRoute
 
-    net = ipaddress.ip_network(subnet)
+    from lab.world import addressing, compose, topology
+
+    topo, node = topology.load(env("DP2PT_TOPOLOGY")), env("DP2PT_NODE")
+    declared = topo.node(node).role
+    if declared != role:
+        raise NodeError(f"{node} is a {declared} in topology {topo.name}, not a {role}")
     with IPRoute() as ipr:
-        for msg in ipr.get_addr(family=2):
-            addr = msg.get_attr("IFA_ADDRESS")
-            if addr and ipaddress.ip_address(addr) in net:
-                link = ipr.get_links(msg["index"])[0]
-                return link.get_attr("IFLA_IFNAME"), addr
-    raise NodeError(f"no interface on {subnet} (is the container attached to that network?)")
+        try:
+            ifnames = addressing.adopt(ipr, topo, node, compose.docker_plan(topo)[node])
+        except LookupError as exc:
+            raise NodeError(f"{exc} (is the container attached to the networks of the generated compose file?)") from None
+    return topo, node, ifnames
 
 
-def setup_router() -> str:
+def setup_router(topo, node: str, ifnames: dict[str, str]) -> str:
     from lab.world import nat
 
-    wan_if, wan_ip = interface_on(env("WAN_SUBNET"))
-    lan_if, _ = interface_on(env("LAN_SUBNET"))
-    profile = nat.parse_profile(env("NAT_PROFILE"))
-    params = nat.RouterParams(wan_if=wan_if, lan_if=lan_if, wan_ip=wan_ip, lan_net=env("LAN_SUBNET"))
-    run(["nft", "-f", "-"], input=nat.render_ruleset(profile, params))
-    apply_sysctls(nat.conntrack_sysctls(profile))
-    return f"router {os.environ['NAT_PROFILE']} wan={wan_if}/{wan_ip} lan={lan_if}"
+    profile = nat.parse_profile(os.environ.get("NAT_PROFILE") or topo.node(node).nat or "port-restricted-cone")
+    run(["nft", "-f", "-"], input=nat.render_ruleset(profile, nat.router_params(topo, node, ifnames)))
+    check_sysctls(nat.conntrack_sysctls(profile))
+    return f"router {node} {profile.spec}"
 
 
-def apply_sysctls(values: dict[str, str]) -> None:
-    """Docker mounts /proc/sys read-only: values must come from compose.yaml's ``sysctls``; this
-    only checks them (and writes them where /proc/sys is writable, e.g. a privileged container)."""
+def check_sysctls(values: dict[str, str]) -> None:
+    """Docker mounts /proc/sys read-only: values come from the compose file's ``sysctls``; this only
+    checks them (and writes them where /proc/sys is writable, e.g. a privileged container)."""
     for key, want in values.items():
         path = Path("/proc/sys") / key.replace(".", "/")
         try:
@@ -81,25 +80,7 @@ def apply_sysctls(values: dict[str, str]) -> None:
         try:
             path.write_text(str(want))
         except OSError:
-            raise NodeError(f"{key} is {have}, the profile needs {want}: set it in compose.yaml's sysctls") from None
-
-
-def setup_peer() -> str:
-    from pyroute2 import IPRoute
-
-    gateway = env("GATEWAY")
-    with IPRoute() as ipr:
-        ipr.route("replace", dst="0.0.0.0/0", gateway=gateway)
-    return f"host default via {gateway}"
-
-
-def drop_default_route() -> None:
-    """Docker routes every container via the host's bridge: routers and public hosts get none."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        for route in ipr.get_default_routes(family=2):
-            ipr.route("del", dst="0.0.0.0/0", gateway=route.get_attr("RTA_GATEWAY"))
+            raise NodeError(f"{key} is {have}, the profile needs {want}: set it in the compose file's sysctls") from None
 
 
 def run(argv: list[str], input: str | None = None) -> None:
@@ -109,16 +90,18 @@ def run(argv: list[str], input: str | None = None) -> None:
         raise NodeError(f"{shlex.join(argv)} exited {done.returncode}: {tail}")
 
 
-def serve() -> int:
+def serve(topo, node: str) -> int:
     """Run the location server as a child; ready once it prints its ready line; relay its output."""
-    argv = ["dp2pt", "server", *shlex.split(os.environ.get("SERVER_ARGS", "--json"))]
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    from lab.world.services import location_server_argv
+
+    child = subprocess.Popen(location_server_argv(topo, node), stdout=subprocess.PIPE, text=True)
     signal.signal(signal.SIGTERM, lambda *_: child.terminate())
     for line in child.stdout:
         sys.stdout.write(line)
         sys.stdout.flush()
         if '"ready"' in line and not READY.exists():
             READY.write_text(line)
+            print(f"dp2pt-node: ready: location server {node}", flush=True)
     return child.wait()
 
 
@@ -137,29 +120,26 @@ def idle() -> int:
 
 
 def main(argv: list[str]) -> int:
-    role = argv[1] if len(argv) > 1 else os.environ.get("ROLE", "peer")
+    role = argv[1] if len(argv) > 1 else "idle"
     READY.parent.mkdir(parents=True, exist_ok=True)
     READY.unlink(missing_ok=True)
-    try:
-        if role in ("server", "router"):
-            drop_default_route()
-        if role == "server":
-            return serve()
-        if role == "router":
-            what = setup_router()
-        elif role in ("peer", "noise"):
-            what = setup_peer()
-        elif role == "idle":
-            what = "idle"
-        else:
-            raise NodeError(f"unknown role {role!r} (router, peer, noise, server, idle)")
-    except NetlinkError as exc:
-        hint = " (the container needs cap_add NET_ADMIN)" if exc.code == 1 else ""
-        print(f"dp2pt-node: error: netlink: {exc.args[-1]}{hint}", file=sys.stderr, flush=True)
-        return 1
-    except (NodeError, LabError, OSError) as exc:
-        print(f"dp2pt-node: error: {exc}", file=sys.stderr, flush=True)
-        return 1
+    if role == "idle":
+        what = "idle"
+    else:
+        try:
+            if role not in ROLES:
+                raise NodeError(f"unknown role {role!r} ({', '.join(ROLES)}, idle)")
+            topo, node, ifnames = become(role)
+            if role == "server":
+                return serve(topo, node)
+            what = setup_router(topo, node, ifnames) if role == "router" else f"{role} {node}"
+        except NetlinkError as exc:
+            hint = " (the container needs cap_add NET_ADMIN)" if exc.code == 1 else ""
+            print(f"dp2pt-node: error: netlink: {exc.args[-1]}{hint}", file=sys.stderr, flush=True)
+            return 1
+        except (NodeError, LabError, OSError) as exc:
+            print(f"dp2pt-node: error: {exc}", file=sys.stderr, flush=True)
+            return 1
     READY.write_text(what + "\n")
     print(f"dp2pt-node: ready: {what}", flush=True)
     return idle()

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 
 from dp2pt.errors import Dp2ptError
 from lab.world import backends, nat, topology
-from lab.errors import ConfigError, LabError, LabNotFound
+from lab.errors import ConfigError, LabError, LabNotFound, ScenarioError
 
 PLUGINS = ("lab.study", "lab.report", "lab.bench")
 PROG = "dp2pt-lab"
@@ -40,25 +41,29 @@ def _select_lab(backend, prefix: str | None):
     return backend.attach(labs[0])
 
 
-def _apply_nats(lab, args) -> list[str]:
-    done = []
+def _nat_choices(topo, args) -> dict[str, str]:
+    """Router -> profile: ``--nat-a``/``--nat-b`` (or $NAT_A/$NAT_B for the compose world) over the
+    topology's declared profiles. A bad profile fails here, before anything is built."""
+    chosen = {r: topo.node(r).nat for r in topo.by_role("router") if topo.node(r).nat}
     for router, profile in (("nat-a", args.nat_a), ("nat-b", args.nat_b)):
         if profile:
-            prof = lab.configure_nat(router, profile)
-            done.append(f"{router}={prof.spec}")
-    return done
+            topo.node(router)
+            chosen[router] = nat.parse_profile(profile).spec
+    return chosen
+
+
+def _apply_nats(lab, chosen: dict[str, str]) -> list[str]:
+    return [f"{router}={lab.configure_nat(router, profile).spec}" for router, profile in chosen.items()]
 
 
 def cmd_up(args) -> int:
     b = backends.get(args.backend)
     topo = topology.load(args.topology)
-    for profile in (args.nat_a, args.nat_b):
-        if profile:
-            nat.parse_profile(profile)  # refuse a bad profile before building anything
+    chosen = _nat_choices(topo, args)
     t0 = time.monotonic()
     lab = b.up(topo, prefix=args.prefix)
     try:
-        nats = _apply_nats(lab, args)
+        nats = _apply_nats(lab, chosen)
     except BaseException:
         lab.down()
         raise
@@ -174,6 +179,73 @@ def cmd_run(args) -> int:
     return 1 if unexpected else 0
 
 
+def cmd_compose(args) -> int:
+    """``compose [TOPOLOGY]`` prints the compose file; ``compose up|down|shell`` drives the compose world."""
+    from lab.world import compose
+    from lab.world.backends.compose import ComposeWorld
+
+    action, rest = args.what, args.rest
+    if action not in ("up", "down", "shell", "status"):
+        if rest:
+            raise ConfigError(f"compose takes one topology, got {' '.join([action, *rest])!r}")
+        source = topology.resolve(action or topology.DEFAULT_TOPOLOGY)
+        sys.stdout.write(compose.render(topology.load(source), source))
+        return 0
+    world = ComposeWorld(args.topology)
+    if action == "down":
+        world.down()
+        print("lab: down: no container, network or host rule of the compose lab is left")
+        return 0
+    if action == "shell":
+        if len(rest) != 1:
+            raise ConfigError("compose shell needs one NODE (make lab-shell NODE=a)")
+        return world.lab().interactive(world.node_name(rest[0]), ["bash"])
+    if action == "status":
+        print("compose lab: " + ("up" if world.running() else "down"))
+        return 0
+    return _compose_up(world, args)
+
+
+def _compose_up(world, args) -> int:
+    """``make lab-up``: the compose world up, then one traversal judged as ``dp2pt-lab run`` judges."""
+    import json
+
+    from lab.scenarios.run import Cell, Runner, new_run_dir
+
+    args.nat_a, args.nat_b = args.nat_a or os.environ.get("NAT_A"), args.nat_b or os.environ.get("NAT_B")
+    chosen = _nat_choices(world.topology, args)
+    t0 = time.monotonic()
+    lab = world.up(chosen)
+    print(f"lab: up in {time.monotonic() - t0:.1f} s: {world.topology.name} in compose project "
+          f"{lab.prefix} ({', '.join(f'{r}={p}' for r, p in chosen.items())}), {len(lab.nodes)} containers",
+          flush=True)
+    if args.no_traversal:
+        return 0
+    a, b = world.topology.by_role("peer")[:2]
+    cell = Cell(chosen[world.topology.router_of(a)], chosen[world.topology.router_of(b)], "basic")
+    with Runner(lab, new_run_dir(args.run_dir), servers_running=True) as runner:
+        result = runner.run(cell)
+    print(json.dumps(result.b), flush=True)
+    print(f"lab: {result.outcome}: {_path_line(result)}")
+    print(f"lab: artifacts: {result.dir}")
+    if result.outcome != "direct":
+        raise ScenarioError(f"the traversal did not go direct ({result.path_error or result.b.get('error')}); "
+                            "the lab stays up: make lab-shell NODE=a, make lab-down")
+    print("lab: hands-on: make lab-shell NODE=a | remove everything: make lab-down")
+    return 0
+
+
+def _path_line(result) -> str:
+    """One line on what the capture showed (the runner's proof, lab.world.capture)."""
+    flows = result.path.get("d2pt", [])
+    if result.outcome != "direct":
+        return result.path_error or "no direct path"
+    pairs = sorted({" <-> ".join(sorted((f["src"], f["dst"]))) for f in flows})
+    total = sum(f["count"] for f in flows)
+    return (f"direct path proven from the capture: {total} D2PT datagrams, all between the NATs' WAN "
+            f"addresses ({', '.join(pairs)}), none via a location server ({result.path['pcap']})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="dp2pt lab: NAT routers in network namespaces or containers")
     p.add_argument("--backend", default=None, help=f"netns (default) or docker; env {backends.ENV_VAR}")
@@ -215,6 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify-nat", help="classify profiles with coturn's turnutils_natdiscovery (RFC 5780)")
     v.add_argument("profiles", nargs="*")
     v.set_defaults(func=cmd_verify_nat)
+
+    c = sub.add_parser("compose", help="the compose world: print a topology's compose file, or up/down/shell",
+                       description="compose [TOPOLOGY] prints the compose file of a topology (fig1 -> compose.yaml); "
+                                   "compose up|down|shell [NODE] drives the compose world (make lab-up/-down/-shell).")
+    c.add_argument("what", nargs="?", help="a topology (fig1, fig4, a .yaml), or up, down, shell, status")
+    c.add_argument("rest", nargs="*", help="shell: the node")
+    c.add_argument("--topology", default="fig1", help="up/down/shell: the world (default fig1 = compose.yaml)")
+    c.add_argument("--nat-a", help="up: nat-a's profile (default $NAT_A, else the topology's)")
+    c.add_argument("--nat-b", help="up: nat-b's profile (default $NAT_B, else the topology's)")
+    c.add_argument("--no-traversal", action="store_true", help="up: only bring the world up")
+    c.add_argument("--run-dir", default="runs", help="up: where the traversal's artifacts go (default ./runs)")
+    c.set_defaults(func=cmd_compose)
 
     sub.add_parser("profiles", help="list NAT profiles").set_defaults(func=cmd_profiles)
     sub.add_parser("status", help="list running labs").set_defaults(func=cmd_status)

@@ -158,23 +158,38 @@ def compose_lab_free():
     """The compose lab has fixed names: never tear down a user's lab, serialise concurrent runs."""
     import fcntl
 
+    from lab.world import compose
+
     with open("/tmp/dp2pt-compose-lab.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if leftovers("compose"):
+        if leftovers(compose.PROJECT):
             pytest.skip("a compose lab (make lab-up) is running here; make lab-down to run this test")
         yield
 
 
-def test_make_lab_up_runs_a_traversal_and_lab_down_leaves_nothing(node_image, compose_lab_free):
-    labctl = [sys.executable, str(ROOT / "images" / "labctl.py")]
+def test_make_lab_up_goes_direct_in_the_topology_world_and_lab_down_leaves_nothing(node_image, compose_lab_free,
+                                                                                     tmp_path):
+    """make lab-up: the committed compose.yaml gives every node fig1's addresses, runs one traversal
+    through the scenario runner (the capture proves the path), and make lab-down leaves nothing."""
+    from lab.world import compose
+
+    lab_cli = [sys.executable, "-m", "lab.cli", "compose"]
+    topo = topology.load("fig1")
     try:
-        up = subprocess.run([*labctl, "up"], capture_output=True, text=True, timeout=120)
+        up = subprocess.run([*lab_cli, "up", "--run-dir", str(tmp_path)], capture_output=True, text=True,
+                            timeout=180, cwd=ROOT)
         assert up.returncode == 0, up.stderr
-        result = json.loads(next(l for l in up.stdout.splitlines() if l.startswith("{")))
+        result = json.loads(next(line for line in up.stdout.splitlines() if line.startswith("{")))
         assert result["ok"] and result["direct"]
-        assert "all between NAT WAN addresses" in up.stdout
+        assert result["mapped"][0] == topo.address("nat-b", "public")  # the topology's NAT-B, not another world's
+        assert "all between the NATs' WAN addresses" in up.stdout
+        assert list(tmp_path.glob("*/*/result.json")), "the traversal's artifacts are the runner's"
+        for node in topo.nodes:
+            shown = subprocess.run(["docker", "exec", compose.container(node), "ip", "-4", "-o", "addr", "show"],
+                                   capture_output=True, text=True, check=True).stdout
+            held = {field.split("/")[0] for line in shown.splitlines() for field in line.split() if "/" in field}
+            assert held - {"127.0.0.1"} == set(topo.addresses(node)), node
     finally:
-        down = subprocess.run([*labctl, "down"], capture_output=True, text=True, timeout=120)
+        down = subprocess.run([*lab_cli, "down"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert down.returncode == 0, down.stderr
-    assert leftovers("compose") == []
-    assert subprocess.run(["ip", "link", "show", "dp2pt-inet"], capture_output=True).returncode != 0
+    assert leftovers(compose.PROJECT) == []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
-import struct
 from pathlib import Path
 
 import pytest
@@ -57,48 +56,6 @@ def test_mirror_cli_says_what_is_missing(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(mirror, "find_mirror", lambda suite: None)
     assert mirror.main(["debian_mirror", "bookworm"]) == 1
     assert "no APT source for suite 'bookworm'" in capsys.readouterr().err
-
-
-# ---- images/labctl.py: the bypass check reads D2PT datagrams from a pcap --------------------------
-
-
-def _frame(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
-    ip_src, ip_dst = (bytes(int(x) for x in a.split(".")) for a in (src, dst))
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    ip = bytes([0x45, 0]) + struct.pack("!H", 20 + len(udp)) + b"\0" * 5 + bytes([17]) + b"\0\0" + ip_src + ip_dst
-    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + udp
-
-
-def _pcap(path: Path, frames: list[bytes]) -> Path:
-    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-    for f in frames:
-        out += struct.pack("<IIII", 0, 0, len(f), len(f)) + f
-    path.write_bytes(out)
-    return path
-
-
-def test_direct_flows_counts_only_d2pt_datagrams(tmp_path):
-    labctl = _load("labctl")
-    pcap = _pcap(tmp_path / "x.pcap", [
-        _frame("198.51.100.1", "198.51.100.2", 20002, 5000, b"D2PT\x01rest"),
-        _frame("198.51.100.2", "198.51.100.1", 5000, 20002, b"D2PT\x03rest"),
-        _frame("198.51.100.1", "198.51.100.10", 20000, 3478, b"\x00\x01stun"),
-    ])
-    assert labctl.direct_flows(pcap) == {
-        ("198.51.100.1:20002", "198.51.100.2:5000"): 1,
-        ("198.51.100.2:5000", "198.51.100.1:20002"): 1,
-    }
-    assert "none via 198.51.100.10" in labctl.describe_path(pcap)
-
-
-def test_describe_path_flags_a_bypass(tmp_path):
-    labctl = _load("labctl")
-    pcap = _pcap(tmp_path / "x.pcap", [_frame("10.1.0.10", "198.51.100.2", 4000, 5000, b"D2PT\x01")])
-    with pytest.raises(labctl.LabCtlError, match="bypass"):
-        labctl.describe_path(pcap)
-    empty = _pcap(tmp_path / "e.pcap", [])
-    with pytest.raises(labctl.LabCtlError, match="no direct"):
-        labctl.describe_path(empty)
 
 
 # ---- lab/world/backends/docker.py: address planning and preflight ---------------------------------------

@@ -172,7 +172,7 @@ async def _await_echo(ep: _Endpoint, seq: int, timeout: float) -> float | None:
 def _measure(lab, mode: str) -> dict:
     """One run of both agents in ``mode`` ("direct" | "relay"); returns A's result line."""
     from lab.world.backends.base import wait_for_line
-    from lab.scenarios.run import STUN_PORT
+    from lab.world.services import STUN_PORT
 
     topo = lab.topology
     server = topo.by_role("server")[0]

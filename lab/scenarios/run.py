@@ -25,13 +25,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab.world import capture, nat, traffic
+from lab.world import capture, nat, services, traffic
 from lab.world.backends.base import Lab, wait_for_line
 from lab.errors import ConfigError, MissingTool, ScenarioError
 
 VARIANTS = ("basic", "simplified", "improved", "distributed")
-CONTROL_PORT = 7000
-STUN_PORT = 3478
 #: Per-cell peer timeouts (seconds): small, so that an expected failure costs little.
 SESSION_TIMEOUT = 4.0
 PUNCH_TIMEOUT = 0.6
@@ -116,7 +114,9 @@ def new_run_dir(root: Path | str = "runs") -> Path:
 class Runner:
     """Runs cells one after the other on one lab; ``close()`` stops its long-lived processes."""
 
-    def __init__(self, lab: Lab, run_dir: Path) -> None:
+    def __init__(self, lab: Lab, run_dir: Path, *, servers_running: bool = False) -> None:
+        """``servers_running``: the world's location servers already serve (the compose world starts
+        them with :func:`~lab.world.services.location_server_argv`); the runner uses them as they are."""
         if shutil.which("dp2pt") is None:
             raise MissingTool("dp2pt: command not found (pip install -e . in the repository)")
         self.lab = lab
@@ -129,6 +129,7 @@ class Runner:
         self.server_procs: dict[str, subprocess.Popen] = {}
         self.server_info: dict[str, dict] = {}
         self.agents: dict[str, traffic.TrafficAgent] = {}
+        self.servers_running = servers_running
         self._serial = 0
         self._started = False
 
@@ -148,13 +149,10 @@ class Runner:
     def _start(self) -> "Runner":
         topo = self.lab.topology
         for name in self.servers:
-            ip = topo.address(name)
-            argv = ["dp2pt", "server", "--tcp", f"{ip}:{CONTROL_PORT}", "--udp", f"{ip}:{STUN_PORT}", "--name", name]
-            for other in self.servers:
-                if other != name:
-                    argv += ["--peer-server", f"{topo.address(other)}:{CONTROL_PORT}"]
-            proc = self.lab.popen(name, argv)
-            self.server_procs[name] = proc
+            if self.servers_running:
+                self.server_info[name] = services.location_server_addresses(topo, name)
+            else:
+                self.server_procs[name] = self.lab.popen(name, services.location_server_argv(topo, name))
         for name, proc in self.server_procs.items():
             try:
                 line = wait_for_line(proc, lambda l: '"ready"' in l, 5.0)
@@ -243,9 +241,9 @@ class Runner:
             id_a, id_b = f"A{self._serial}", f"B{self._serial}"
             common = ["--json", "--timeout", str(SESSION_TIMEOUT), "--punch-timeout", str(PUNCH_TIMEOUT),
                       "--count", str(DATA_COUNT)]
-            argv_a = ["dp2pt", "peer", "--id", id_a, "--server", f"{topo.address(srv_a)}:{CONTROL_PORT}", *common,
+            argv_a = ["dp2pt", "peer", "--id", id_a, "--server", f"{topo.address(srv_a)}:{services.CONTROL_PORT}", *common,
                       "listen", "--sessions", "1"]
-            argv_b = ["dp2pt", "peer", "--id", id_b, "--server", f"{topo.address(srv_b)}:{CONTROL_PORT}", *common,
+            argv_b = ["dp2pt", "peer", "--id", id_b, "--server", f"{topo.address(srv_b)}:{services.CONTROL_PORT}", *common,
                       "connect", id_a, "--variant", cell.protocol_variant]
             if cell.k:
                 argv_b += ["--k", str(cell.k)]

@@ -42,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
+from lab.world import addressing
 from lab.world.backends.base import STOP_GRACE, Backend, Lab, LabInfo
 from lab.errors import (
     EnvironmentProblem,
@@ -50,7 +51,7 @@ from lab.errors import (
     MissingTool,
     UnknownNode,
 )
-from lab.world.topology import Topology, from_dict
+from lab.world.topology import Topology, from_dict, load
 
 #: Image of every node (built by ``make lab-image``); overridable for other tags.
 DEFAULT_IMAGE = "dp2pt/node:latest"
@@ -60,8 +61,6 @@ LABEL_NODE = "dp2pt.node"
 LABEL_SEGMENT = "dp2pt.segment"
 LABEL_TOPOLOGY = "dp2pt.topology"
 PREFIX_STEM = "d2d"
-#: The ``dp2pt.lab`` label of what compose.yaml creates (``make lab-up``; images/labctl.py).
-COMPOSE_LAB = "compose"
 PREFIX_RE = re.compile(rf"^{PREFIX_STEM}[0-9a-z]{{1,8}}$")
 #: Where a process started by ``_spawn`` writes its PID inside the container.
 PID_DIR = "/run/dp2pt/pids"
@@ -197,7 +196,7 @@ class DockerLab(Lab):
             self.check_node(node)
             address = self.topology.address(node, segment)  # raises UnknownNode for a missing link
             with self._netns(node) as ns:
-                name = _ifname_with(ns, address)
+                name = addressing.ifname_with(ns, address)
             if name is None:
                 raise UnknownNode(f"node {node!r}: no interface holds {address} (was the lab built?)")
             self._ifnames[key] = name
@@ -310,7 +309,7 @@ class DockerLab(Lab):
         for seg in topo.segments.values():
             self._create_network(seg.name)
         allow_bridges(self.prefix, [self.bridge(s) for s in topo.segments])
-        _make_hubs([self.bridge(s.name) for s in topo.segments.values() if s.kind == "lan"])
+        make_hubs([self.bridge(s.name) for s in topo.segments.values() if s.kind == "lan"])
         with ThreadPoolExecutor(WORKERS) as pool:
             list(pool.map(self._create_node, topo.nodes))
             list(pool.map(self._configure_node, topo.nodes))
@@ -351,38 +350,17 @@ class DockerLab(Lab):
         api.start(self.container(node))
 
     def _configure_node(self, node: str) -> None:
-        n = self.topology.node(node)
+        """Docker's addresses (from its private pool) replaced by the topology's, routes as declared."""
         info = self.client.api.inspect_container(self.container(node))["NetworkSettings"]["Networks"]
+        given = {link.segment: (info[self.network(link.segment)]["IPAddress"],
+                                info[self.network(link.segment)]["IPPrefixLen"])
+                 for link in self.topology.node(node).links}
         with self._netns(node) as ns:
-            for link in n.links:
-                given = info[self.network(link.segment)]["IPAddress"]
-                ifname = _ifname_with(ns, given)
-                if ifname is None:
-                    raise LabStateError(f"{self.container(node)}: no interface with Docker's address {given}")
-                idx = ns.link_lookup(ifname=ifname)[0]
-                # Docker's address is from its private pool: replaced by the topology's.
-                ns.addr("del", index=idx, address=given, prefixlen=info[self.network(link.segment)]["IPPrefixLen"])
-                for addr in link.addresses:
-                    ip, plen = addr.split("/")
-                    ns.addr("add", index=idx, address=ip, prefixlen=int(plen))
-                self._ifnames[(node, link.segment)] = ifname
-            # Docker routes every container through the host bridge, internal networks too: the
-            # topology's routes replace it (routers and public hosts get no default at all).
-            with contextlib.suppress(Exception):
-                ns.route("del", dst="0.0.0.0/0")
-            for route in self.topology.routes(node):
-                idx = ns.link_lookup(ifname=self._ifnames[(node, route.segment)])[0]
-                if route.dst == "default":
-                    ns.route("replace", dst="0.0.0.0/0", gateway=route.via, oif=idx)
-                else:
-                    ns.route("replace", dst=route.dst, oif=idx, scope=253)  # on-link (scope link)
-
-
-def _ifname_with(ns, address: str) -> str | None:
-    for msg in ns.get_addr(family=2):
-        if msg.get_attr("IFA_ADDRESS") == address:
-            return ns.get_links(msg["index"])[0].get_attr("IFLA_IFNAME")
-    return None
+            try:
+                ifnames = addressing.adopt(ns, self.topology, node, given)
+            except LookupError as exc:
+                raise LabStateError(f"{self.container(node)}: {exc}") from None
+        self._ifnames.update({(node, seg): name for seg, name in ifnames.items()})
 
 
 def _free_pool(client) -> str:
@@ -398,7 +376,7 @@ def _free_pool(client) -> str:
     raise LabStateError(f"no free /24 left in {DOCKER_POOL} for a Docker lab network (dp2pt-lab down --all?)")
 
 
-def _make_hubs(bridges: Sequence[str]) -> None:
+def make_hubs(bridges: Sequence[str]) -> None:
     """Ageing 0: the LAN bridge floods every frame, like the netns backend's LANs (noise hosts sniff)."""
     from pyroute2 import IPRoute
 
@@ -523,18 +501,17 @@ class DockerBackend(Backend):
         if not found:
             running = ", ".join(sorted(lab_prefixes(self.client))) or "none"
             raise LabNotFound(f"no Docker lab {prefix!r} (running: {running})")
-        topo = from_dict(json.loads(found[0]["Labels"][LABEL_TOPOLOGY]))
-        return DockerLab(topo, prefix, self.client)
+        return DockerLab(_topology_of(found[0]["Labels"][LABEL_TOPOLOGY]), prefix, self.client)
 
     def list(self) -> list[LabInfo]:
         out = []
         for prefix in sorted(lab_prefixes(self.client)):
             cs = self.client.api.containers(all=True, filters={"label": f"{LABEL}={prefix}"})
             nodes = sorted(c["Labels"].get(LABEL_NODE, "?") for c in cs)
-            topo = "compose.yaml (make lab-up)" if prefix == COMPOSE_LAB else "? (leftover)"
+            topo = "? (leftover)"
             if cs and LABEL_TOPOLOGY in cs[0]["Labels"]:
                 with contextlib.suppress(Exception):
-                    topo = json.loads(cs[0]["Labels"][LABEL_TOPOLOGY]).get("name", "?")
+                    topo = _topology_of(cs[0]["Labels"][LABEL_TOPOLOGY]).name
             out.append(LabInfo(prefix, self.name, topo, nodes, 0))
         return out
 
@@ -549,6 +526,12 @@ class DockerBackend(Backend):
         if prefix not in lab_prefixes(self.client):
             raise LabNotFound(f"no Docker lab {prefix!r}")
         teardown(self.client, prefix)
+
+
+def _topology_of(label: str) -> Topology:
+    """The topology a container's label carries: the whole topology as JSON (backend labs), or a
+    name or path (the compose world, lab.world.compose)."""
+    return from_dict(json.loads(label)) if label.startswith("{") else load(label)
 
 
 def _one_line(exc: BaseException) -> str:
