@@ -15,7 +15,7 @@ import pytest
 
 from lab.world import backends, topology
 from lab.errors import EnvironmentProblem, LabError
-from lab.world.backends.netns import process_alive
+from lab.world.backends.base import process_alive
 from lab.scenarios.run import Runner, new_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,8 +70,8 @@ def leftovers(backend, labs) -> list[str]:
     for lab in labs:
         if lab.prefix in known:
             left.append(f"lab {lab.prefix} still listed by the backend")
-        for pid in lab.spawned:
-            if process_alive(pid):
+        for pid, started in lab.spawned:
+            if process_alive(pid, started):
                 left.append(f"process {pid} of lab {lab.prefix} still running")
     return left
 

@@ -105,7 +105,9 @@ class Lab(abc.ABC):
         self.topology = topology
         self.prefix = prefix
         self._procs: list[subprocess.Popen] = []
-        self.spawned: list[int] = []  # every pid this handle started (tests check none survives)
+        #: (pid, start time) of every process this handle started: tests check none survives. The start
+        #: time tells a survivor from a later process that got the same pid.
+        self.spawned: list[tuple[int, int | None]] = []
 
     # ---- primitives every backend implements -------------------------------------------------
 
@@ -159,7 +161,7 @@ class Lab(abc.ABC):
         self.check_node(node)
         proc = self._spawn(node, list(argv), stdin=stdin, stdout=stdout, stderr=stderr, text=text, env=env)
         self._procs.append(proc)
-        self.spawned.append(proc.pid)
+        self.spawned.append((proc.pid, process_start_time(proc.pid)))
         return proc
 
     def capture(self, segment: str, path: Path, *, bpf: str = "udp") -> Capture:
@@ -180,7 +182,7 @@ class Lab(abc.ABC):
                 "-w", str(path)] + bpf.split()
         proc = self._spawn_capture(segment, argv)
         self._procs.append(proc)
-        self.spawned.append(proc.pid)
+        self.spawned.append((proc.pid, process_start_time(proc.pid)))
         return TcpdumpCapture(proc, path, self._stop_capture)
 
     def _stop_capture(self, proc: subprocess.Popen) -> None:
@@ -366,6 +368,29 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def down_all(self) -> list[str]:
         """Remove every lab of this backend, including leftovers of crashed runs; return prefixes."""
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state first), or None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, /proc/PID/stat field 22), or None when gone."""
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def process_alive(pid: int, started: int | None = None) -> bool:
+    """True for a running (not zombie) process; with ``started``, only if it is that same process."""
+    fields = _proc_stat(pid)
+    if not fields or fields[0] == "Z":
+        return False
+    return started is None or int(fields[19]) == started
 
 
 def _killpg(proc: subprocess.Popen, sig: int) -> None:

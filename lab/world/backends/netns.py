@@ -36,7 +36,7 @@ from typing import Sequence
 from pyroute2 import IPRoute, netns
 
 from lab.world import addressing
-from lab.world.backends.base import Backend, Lab, LabInfo
+from lab.world.backends.base import Backend, Lab, LabInfo, process_alive
 from lab.errors import (
     LabNotFound,
     LabStateError,
@@ -155,15 +155,6 @@ def _kill_all(pids: list[int]) -> None:
             alive = [p for p in alive if process_alive(p)]
             time.sleep(0.02)
         pids = alive
-
-
-def process_alive(pid: int) -> bool:
-    """True for a running (not zombie) process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _remove_ns(name: str) -> None:
