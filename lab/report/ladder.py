@@ -35,6 +35,7 @@ from dp2pt.proto import datagram
 from dp2pt.proto.datagram import Kind
 from dp2pt.proto.stun import is_stun
 from lab.errors import LabError
+from lab.world.capture import Packet, read_packets
 
 #: How each direct-datagram kind is labelled on the ladder.
 D2PT_LABELS = {Kind.PUNCH: "punch", Kind.REPLY: "reply", Kind.DATA: "data", Kind.DATA_ACK: "ack"}
@@ -66,17 +67,6 @@ class Addresses:
 
     def side(self, ip: str) -> str | None:
         return {self.nat_a: "A", self.nat_b: "B"}.get(ip)
-
-
-@dataclass(frozen=True)
-class Packet:
-    """One datagram, or one control line reassembled from a TCP stream."""
-
-    t: float
-    proto: str  # "udp" | "tcp"
-    src: tuple[str, int]
-    dst: tuple[str, int]
-    payload: bytes
 
 
 @dataclass
@@ -120,55 +110,6 @@ def contains_in_order(steps: list[int], wanted) -> bool:
 
 
 # ---- reading ---------------------------------------------------------------------------------
-
-
-def read_packets(pcaps: list[Path]) -> list[Packet]:
-    """UDP datagrams and TCP payload lines (in stream order, retransmissions skipped), merged by time."""
-    from scapy.layers.inet import IP, TCP, UDP
-    from scapy.utils import PcapReader
-
-    packets: list[Packet] = []
-    seen: set[tuple] = set()
-    streams: dict[tuple, list] = {}  # flow -> [next seq, buffer]
-    raw = []
-    for pcap in pcaps:
-        with PcapReader(str(pcap)) as reader:
-            for pkt in reader:
-                if IP in pkt:
-                    raw.append((float(pkt.time), pkt))
-    raw.sort(key=lambda x: x[0])
-    for t, pkt in raw:
-        ip = pkt[IP]
-        if UDP in pkt:
-            udp = pkt[UDP]
-            key = ("udp", ip.src, udp.sport, ip.dst, udp.dport, bytes(udp.payload), round(t, 4))
-            if key in seen:  # the same datagram in two capture files
-                continue
-            seen.add(key)
-            packets.append(Packet(t, "udp", (ip.src, udp.sport), (ip.dst, udp.dport), bytes(udp.payload)))
-        elif TCP in pkt:
-            tcp = pkt[TCP]
-            data = bytes(tcp.payload)
-            flow = (ip.src, tcp.sport, ip.dst, tcp.dport)
-            state = streams.setdefault(flow, [None, b""])
-            if tcp.flags & 0x02:  # SYN: the stream starts at seq + 1
-                state[0] = (tcp.seq + 1) & 0xFFFFFFFF
-                continue
-            if not data:
-                continue
-            if state[0] is None:
-                state[0] = tcp.seq
-            if tcp.seq != state[0]:  # retransmission or a gap: keep the stream aligned
-                if (tcp.seq - state[0]) & 0xFFFFFFFF > 0x7FFFFFFF:
-                    continue
-                state[1] = b""
-            state[0] = (tcp.seq + len(data)) & 0xFFFFFFFF
-            state[1] += data
-            *lines, state[1] = state[1].split(b"\n")
-            for line in lines:
-                if line.strip():
-                    packets.append(Packet(t, "tcp", (ip.src, tcp.sport), (ip.dst, tcp.dport), line))
-    return packets
 
 
 def load_addresses(cell_dir: Path, packets: list[Packet]) -> Addresses:

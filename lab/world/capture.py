@@ -1,6 +1,7 @@
 """Proof of the direct path from a capture of the public segment (the "real Internet 16").
 
-The peers' own result lines say ``"direct": true``; this module checks it from the outside: in the
+This is the one module of the lab that reads pcap files (:func:`read_packets`: UDP datagrams and
+TCP control lines, merged by time); reports classify what it returns. The peers' own result lines say ``"direct": true``; this module checks it from the outside: in the
 pcap of the public bridge, the protocol's direct datagrams (magic ``b"D2PT"``, docs/CONTRACT.md)
 must travel between NAT-A's WAN address and NAT-B's WAN address in both directions, and none may
 go to or come from a location server — no proxy, no relay (the spec's whole point: "without
@@ -49,22 +50,77 @@ class PathReport:
 
 
 def read_d2pt(pcap: Path) -> PathReport:
-    """Parse ``pcap`` (scapy) and count the D2PT datagrams by endpoints and type."""
-    from scapy.layers.inet import IP, UDP
+    """Count the D2PT datagrams of ``pcap`` by endpoints and type."""
+    report = PathReport(Path(pcap))
+    for p in read_packets([Path(pcap)]):
+        if p.proto != "udp":
+            continue
+        report.udp_total += 1
+        if p.payload[:4] != MAGIC or len(p.payload) < 5:
+            continue
+        kind = TYPES.get(p.payload[4], f"type-{p.payload[4]}")
+        report.flows[(p.src[0], p.dst[0], kind)] += 1
+    return report
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One datagram, or one control line reassembled from a TCP stream."""
+
+    t: float
+    proto: str  # "udp" | "tcp"
+    src: tuple[str, int]
+    dst: tuple[str, int]
+    payload: bytes
+
+
+def read_packets(pcaps: list[Path]) -> list[Packet]:
+    """UDP datagrams and TCP payload lines (in stream order, retransmissions skipped), merged by time."""
+    from scapy.layers.inet import IP, TCP, UDP
     from scapy.utils import PcapReader
 
-    report = PathReport(Path(pcap))
-    with PcapReader(str(pcap)) as reader:
-        for pkt in reader:
-            if IP not in pkt or UDP not in pkt:
+    packets: list[Packet] = []
+    seen: set[tuple] = set()
+    streams: dict[tuple, list] = {}  # flow -> [next seq, buffer]
+    raw = []
+    for pcap in pcaps:
+        with PcapReader(str(pcap)) as reader:
+            for pkt in reader:
+                if IP in pkt:
+                    raw.append((float(pkt.time), pkt))
+    raw.sort(key=lambda x: x[0])
+    for t, pkt in raw:
+        ip = pkt[IP]
+        if UDP in pkt:
+            udp = pkt[UDP]
+            key = ("udp", ip.src, udp.sport, ip.dst, udp.dport, bytes(udp.payload), round(t, 4))
+            if key in seen:  # the same datagram in two capture files
                 continue
-            report.udp_total += 1
-            payload = bytes(pkt[UDP].payload)
-            if payload[:4] != MAGIC or len(payload) < 5:
+            seen.add(key)
+            packets.append(Packet(t, "udp", (ip.src, udp.sport), (ip.dst, udp.dport), bytes(udp.payload)))
+        elif TCP in pkt:
+            tcp = pkt[TCP]
+            data = bytes(tcp.payload)
+            flow = (ip.src, tcp.sport, ip.dst, tcp.dport)
+            state = streams.setdefault(flow, [None, b""])
+            if tcp.flags & 0x02:  # SYN: the stream starts at seq + 1
+                state[0] = (tcp.seq + 1) & 0xFFFFFFFF
                 continue
-            kind = TYPES.get(payload[4], f"type-{payload[4]}")
-            report.flows[(pkt[IP].src, pkt[IP].dst, kind)] += 1
-    return report
+            if not data:
+                continue
+            if state[0] is None:
+                state[0] = tcp.seq
+            if tcp.seq != state[0]:  # retransmission or a gap: keep the stream aligned
+                if (tcp.seq - state[0]) & 0xFFFFFFFF > 0x7FFFFFFF:
+                    continue
+                state[1] = b""
+            state[0] = (tcp.seq + len(data)) & 0xFFFFFFFF
+            state[1] += data
+            *lines, state[1] = state[1].split(b"\n")
+            for line in lines:
+                if line.strip():
+                    packets.append(Packet(t, "tcp", (ip.src, tcp.sport), (ip.dst, tcp.dport), line))
+    return packets
 
 
 def assert_direct(report: PathReport, wan_a: str, wan_b: str, servers: list[str]) -> None:

@@ -47,3 +47,12 @@ def test_each_subpackage_says_what_it_owns(name):
 def test_no_flat_module_left_beside_the_subpackages():
     flat = {m.name for m in pkgutil.iter_modules(lab.__path__) if not m.ispkg}
     assert flat == {"cli", "errors"}, f"modules of lab/ belong in a subpackage: {sorted(flat - {'cli', 'errors'})}"
+
+
+def test_only_the_capture_module_reads_pcap_files():
+    from pathlib import Path
+
+    root = Path(lab.__file__).parent
+    readers = {str(p.relative_to(root)) for p in root.rglob("*.py")
+               if any(word in p.read_text() for word in ("PcapReader", "rdpcap", "0xA1B2C3D4", "0xa1b2c3d4"))}
+    assert readers == {"world/capture.py"}
