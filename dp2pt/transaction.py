@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-from aioice import stun as aioice_stun
-
 from dp2pt.errors import TransactionTimeout
+from dp2pt.proto.stun import Message
 
 RTO = 0.5  # RFC 8489 default initial retransmission timeout
 MAX_TRIES = 7  # RFC 8489 Rc
@@ -22,10 +21,10 @@ class StunClient:
 
     def __init__(self, send: Callable[[bytes, tuple[str, int]], None]) -> None:
         self._send = send
-        self._waiting: dict[bytes, asyncio.Future[aioice_stun.Message]] = {}
+        self._waiting: dict[bytes, asyncio.Future[Message]] = {}
         self.sent = 0
 
-    def response_received(self, message: aioice_stun.Message) -> bool:
+    def response_received(self, message: Message) -> bool:
         """Deliver a response; False if no transaction waits for it."""
         future = self._waiting.get(message.transaction_id)
         if future is None or future.done():
@@ -34,14 +33,14 @@ class StunClient:
         return True
 
     async def request(
-        self, message: aioice_stun.Message, addr: tuple[str, int], rto: float = RTO, max_tries: int = MAX_TRIES
-    ) -> aioice_stun.Message:
+        self, message: Message, addr: tuple[str, int], rto: float = RTO, max_tries: int = MAX_TRIES
+    ) -> Message:
         """Send ``message`` to ``addr`` until answered.
 
         Raises:
             TransactionTimeout: no answer after ``max_tries`` sends.
         """
-        future: asyncio.Future[aioice_stun.Message] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiting[message.transaction_id] = future
         data = bytes(message)
         try:
