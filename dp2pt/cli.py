@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import signal
@@ -42,6 +43,13 @@ def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
     return int(text)
+
+
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
 
 
 def _count(text: str) -> int:
@@ -89,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--tcp", type=address, default=("0.0.0.0", 7000), help="TCP control address")
     server.add_argument("--udp", type=address, default=("0.0.0.0", 3478), help="UDP control + STUN address")
     server.add_argument("--alt-port", type=_port, help="STUN port of the second probe (default: UDP port + 1)")
+    server.add_argument("--alt-ip", type=_ip, metavar="IP",
+                        help="a second address of this host: RFC 5780 mode (OTHER-ADDRESS, CHANGE-REQUEST honoured)")
+    server.add_argument("--stun-workers", type=_count, default=0, metavar="N",
+                        help="N more processes answering STUN on the same ports (SO_REUSEPORT; default 0)")
     server.add_argument("--peer-server", type=address, action="append", default=[],
                         help="TCP address of another location server of the federation (repeatable)")
     server.add_argument("--accept-server", action="append", default=[], metavar="IP",
@@ -144,8 +156,9 @@ def describe(result: dict[str, Any]) -> str:
 async def _serve(args: argparse.Namespace) -> int:
     from dp2pt.aio.server import LocationServer, ServerConfig
 
-    config = ServerConfig(name=args.name, tcp=args.tcp, udp=args.udp, alt_port=args.alt_port,
-                          peer_servers=args.peer_server, accept_servers=args.accept_server)
+    config = ServerConfig(name=args.name, tcp=args.tcp, udp=args.udp, alt_port=args.alt_port, alt_ip=args.alt_ip,
+                          stun_workers=args.stun_workers, peer_servers=args.peer_server,
+                          accept_servers=args.accept_server)
     if args.alt_port is None and args.udp[1] == 65535:
         raise ConfigError("--udp port 65535 leaves no room for the second probe's port: give --alt-port")
     server = LocationServer(config)
@@ -160,8 +173,8 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     _emit({"event": "ready", "name": args.name, **{k: list(v) for k, v in server.addresses.items()}})
     await stop.wait()
+    await server.close()  # first: the STUN workers report their counters when they stop
     _emit({"event": "stats", **server.snapshot()})
-    await server.close()
     return 0
 
 

@@ -1,21 +1,31 @@
-"""The location server on real sockets: TCP and UDP control, STUN on two ports, federation links.
+"""The location server on real sockets: TCP and UDP control, STUN on two ports (four with RFC 5780), federation links.
 
 All decisions are made by :class:`dp2pt.proto.registry.Registry`; this module only parses bytes,
 feeds events in and sends the actions out.  Any malformed, truncated or oversized input is counted
 and dropped; nothing a remote sends can stop the server or touch another pair's session.
+
+STUN is answered off the event loop, by a thread (and ``--stun-workers`` processes) running
+:mod:`dp2pt.aio.stun_fast`; the datagrams of the main UDP port that are not STUN come back to the
+loop through :meth:`LocationServer._udp_control`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from dp2pt.aio.stun_fast import StunPort, serve
+from dp2pt.aio.stun_workers import Workers, attach_steering
 from dp2pt.errors import RemoteProtocolError
-from dp2pt.proto import messages, stun
+from dp2pt.proto import messages
+from dp2pt.proto.stun_server import StunAddresses
 from dp2pt.proto.registry import Action, Lookup, Registry, ToConn, ToPeer, ToServer
 from dp2pt.proto.reliable import ReliableLink
 
@@ -25,6 +35,7 @@ KEEPALIVE = 15.0  # seconds between a peer's pings; a peer silent for 3x this is
 LOOKUP_TIMEOUT = 2.0
 SWEEP_INTERVAL = 5.0
 MAX_UDP_LINKS = 100_000
+STUN_THREAD_STOP = 1.0  # seconds to wait for the STUN thread at close
 FEDERATION_RETRY = (0.1, 2.0)  # first and largest delay between attempts to reach a peer server
 
 Address = tuple[str, int]
@@ -36,6 +47,9 @@ class ServerConfig:
     tcp: Address = ("0.0.0.0", 7000)
     udp: Address = ("0.0.0.0", 3478)
     alt_port: int | None = None  # STUN port for the second probe; default udp port + 1
+    alt_ip: str | None = None  # a second address: RFC 5780 mode (OTHER-ADDRESS, CHANGE-REQUEST)
+    stun_workers: int = 0  # extra processes answering STUN on the same ports (SO_REUSEPORT)
+    stun_batch: bool = True  # recvmmsg/sendmmsg and in-place answers; False: the sans-IO path only
     peer_servers: list[Address] = field(default_factory=list)
     accept_servers: list[str] = field(default_factory=list)  # more IPs allowed to link in as servers
     keepalive: float = KEEPALIVE
@@ -59,7 +73,7 @@ class _TcpConn:
 class _UdpConn:
     """A UDP control association, keyed by the peer's address; reliable via ReliableLink."""
 
-    def __init__(self, transport: asyncio.DatagramTransport, addr: Address, clock: Callable[[], float]) -> None:
+    def __init__(self, transport: "_UdpSender", addr: Address, clock: Callable[[], float]) -> None:
         self.transport = transport
         self.addr = addr
         self.link = ReliableLink()
@@ -79,23 +93,20 @@ class _UdpConn:
         return f"udp:{self.addr}"
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: "LocationServer") -> None:
-        self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
+class _UdpSender:
+    """Sends control datagrams from the main UDP socket; a full send buffer drops (ReliableLink resends)."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def __init__(self, sock: socket.socket, stats: Counter[str]) -> None:
+        self.sock = sock
+        self.stats = stats
 
-    def datagram_received(self, data: bytes, addr: Address) -> None:
+    def sendto(self, data: bytes, addr: Address) -> None:
         try:
-            self.server._datagram(self, data, addr[:2])
-        except Exception:  # a bad packet never crashes the server
-            self.server.stats["internal_errors"] += 1
-            log.exception("datagram from %s", addr)
-
-    def error_received(self, exc: Exception) -> None:
-        self.server.stats["udp_errors"] += 1
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.stats["udp_send_dropped"] += 1
+        except OSError:
+            self.stats["udp_errors"] += 1
 
 
 class LocationServer:
@@ -107,7 +118,12 @@ class LocationServer:
         self.stats: Counter[str] = Counter()
         self.registry: Registry | None = None
         self._servers: list[asyncio.AbstractServer] = []
-        self._transports: list[asyncio.DatagramTransport] = []
+        self._udp_socks: list[socket.socket] = []
+        self._workers: Workers | None = None
+        self.stun_addresses: StunAddresses | None = None
+        self.stun_stats: Counter[str] = Counter()  # written by the STUN thread only
+        self._stun_thread: threading.Thread | None = None
+        self._stun_stop = -1
         self._udp_conns: dict[Address, _UdpConn] = {}
         self._links: dict[str, _TcpConn] = {}
         self._lookups: dict[int, set[str]] = {}
@@ -119,20 +135,17 @@ class LocationServer:
 
     async def start(self) -> None:
         """Bind every socket; raises OSError (e.g. address in use) before anything is served."""
-        loop = asyncio.get_running_loop()
         cfg = self.config
-        tcp = await asyncio.start_server(
-            self._tcp_client, cfg.tcp[0], cfg.tcp[1], limit=messages.MAX_MESSAGE_SIZE + 2
-        )
-        self._servers.append(tcp)
-        self.addresses["tcp"] = tcp.sockets[0].getsockname()[:2]
-        alt_port = cfg.alt_port if cfg.alt_port is not None else cfg.udp[1] + 1
-        for key, port in (("udp", cfg.udp[1]), ("alt", alt_port)):
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(cfg.udp[0], port)
+        try:
+            tcp = await asyncio.start_server(
+                self._tcp_client, cfg.tcp[0], cfg.tcp[1], limit=messages.MAX_MESSAGE_SIZE + 2
             )
-            self._transports.append(transport)
-            self.addresses[key] = transport.get_extra_info("sockname")[:2]
+            self._servers.append(tcp)
+            self.addresses["tcp"] = tcp.sockets[0].getsockname()[:2]
+            self._open_stun()
+        except BaseException:
+            self._close_udp()
+            raise
         stun_addrs = [self.addresses["udp"], self.addresses["alt"]]
         # Federated even without --peer-server: another server may link to us; lookups with no link
         # answer "unknown peer" at once.
@@ -141,13 +154,80 @@ class LocationServer:
             self._spawn(self._federation_link(addr))
         self._spawn(self._housekeeping())
 
+    def _open_stun(self) -> None:
+        """Bind the STUN sockets (two ports; four in RFC 5780 mode) and serve them from the event loop.
+
+        The main one also carries UDP control: its StunPort hands every non-STUN datagram to
+        :meth:`_udp_control`.  With workers, each address is a SO_REUSEPORT group whose first
+        socket is ours (see :mod:`dp2pt.aio.stun_workers`).
+        """
+        cfg = self.config
+        workers = cfg.stun_workers
+        host = cfg.udp[0]
+        main = self._bind((host, cfg.udp[1]), workers)
+        port = main.getsockname()[1]
+        alt = self._bind((host, cfg.alt_port if cfg.alt_port is not None else cfg.udp[1] + 1), workers)
+        alt_port = alt.getsockname()[1]
+        self.stun_addresses = addrs = StunAddresses(host, port, alt_port, cfg.alt_ip)
+        socks = {(host, port): main, (host, alt_port): alt}
+        if cfg.alt_ip is not None:
+            for p in (port, alt_port):
+                socks[(cfg.alt_ip, p)] = self._bind((cfg.alt_ip, p), workers)
+        self.addresses["udp"], self.addresses["alt"] = main.getsockname()[:2], alt.getsockname()[:2]
+        if cfg.alt_ip is not None:
+            self.addresses["other"] = addrs.other((host, port))
+        sender = _UdpSender(main, self.stats)
+        loop = asyncio.get_running_loop()
+
+        def to_control(data: bytes, addr: Address) -> None:  # from the STUN thread to the event loop
+            loop.call_soon_threadsafe(self._udp_control, sender, data, addr)
+
+        ports = [StunPort(sock, local, addrs, socks, self.stun_stats, to_control if sock is main else None,
+                          batch=cfg.stun_batch) for local, sock in socks.items()]
+        stop, self._stun_stop = os.pipe()
+        self._stun_thread = threading.Thread(target=self._serve_stun, args=(ports, stop), name="dp2pt-stun",
+                                             daemon=True)
+        self._stun_thread.start()
+        if workers:
+            attach_steering(main, workers)
+            groups = {local: [self._bind(local, workers) for _ in range(workers)] for local in socks}
+            self._workers = Workers(addrs, groups)
+
+    def _bind(self, addr: Address, reuseport: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        self._udp_socks.append(sock)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setblocking(False)
+        sock.bind(addr)
+        return sock
+
+    def _serve_stun(self, ports: list[StunPort], stop: int) -> None:
+        try:
+            serve(ports, stop)
+        finally:
+            os.close(stop)
+
+    def _close_udp(self) -> None:
+        if self._stun_thread is not None:
+            os.close(self._stun_stop)
+            self._stun_thread.join(STUN_THREAD_STOP)
+            self._stun_thread = None
+        for sock in self._udp_socks:
+            if sock.fileno() >= 0:
+                sock.close()
+        self._udp_socks.clear()
+        if self._workers is not None:
+            self.stun_stats.update(self._workers.stop())
+            self._workers = None
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         for server in self._servers:
             server.close()
-        for transport in self._transports:
-            transport.close()
+        self._close_udp()
         for link in list(self._links.values()):
             link.writer.close()
         for server in self._servers:
@@ -159,8 +239,10 @@ class LocationServer:
     def snapshot(self) -> dict[str, Any]:
         """Counters for the stats line and the tests."""
         assert self.registry is not None
+        counters = Counter(dict(self.stun_stats))  # one C-level copy: the STUN thread may be adding a key
+        counters.update(self.stats)
         return {
-            **self.stats,
+            **counters,
             **{f"registry_{k}": v for k, v in self.registry.stats.items()},
             "logged_in": len(self.registry.logins),
             "open_sessions": len(self.registry.sessions),
@@ -171,23 +253,11 @@ class LocationServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # ---- UDP: STUN and control ---------------------------------------------------------------
+    # ---- UDP control (STUN is answered by dp2pt.aio.stun_fast) ----------------------------------
 
-    def _datagram(self, proto: _UdpProtocol, data: bytes, addr: Address) -> None:
-        assert proto.transport is not None and self.registry is not None
-        if stun.is_stun(data):
-            try:
-                request = stun.parse(data)
-            except RemoteProtocolError:
-                self.stats["malformed_stun"] += 1
-                return
-            if stun.is_binding_request(request):
-                # Spec steps 4, 6, 10, 12: return the source port the NAT gave the probe.
-                proto.transport.sendto(stun.binding_response(request, addr), addr)
-                self.stats["stun_binding"] += 1
-            else:
-                self.stats["stun_ignored"] += 1
-            return
+    def _udp_control(self, transport: _UdpSender, data: bytes, addr: Address) -> None:
+        """A datagram on the main UDP port that is not STUN: the UDP control protocol."""
+        assert self.registry is not None
         try:
             msg = messages.decode(data)
         except RemoteProtocolError:
@@ -198,11 +268,11 @@ class LocationServer:
             if msg["type"] != "login" or len(self._udp_conns) >= MAX_UDP_LINKS:
                 self.stats["rejected_udp"] += 1
                 return
-            conn = self._udp_conns[addr] = _UdpConn(proto.transport, addr, self.clock)
+            conn = self._udp_conns[addr] = _UdpConn(transport, addr, self.clock)
         conn.last_seen = self.clock()
         deliver, ack = conn.link.receive(msg)
         if ack is not None:
-            proto.transport.sendto(ack, addr)
+            transport.sendto(ack, addr)
         if deliver is not None:
             self._run(self.registry.on_message(conn, deliver, self.clock()))
 
