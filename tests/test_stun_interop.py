@@ -1,0 +1,173 @@
+"""Real STUN clients against dp2pt's server on loopback, next to coturn: the same answers, the same verdicts.
+
+coturn's ``turnutils_stunclient`` and ``turnutils_natdiscovery`` (RFC 5389/5780), Debian's ``stun``
+(RFC 3489, always sends CHANGE-REQUEST) and pystun3 (RFC 3489, reads CHANGED-ADDRESS).  Each runs
+against dp2pt's server and against coturn, both with two addresses (127.0.0.1 and 127.0.0.2: RFC
+5780 mode), and must print the same classification.  From behind the lab's NATs the same comparison
+is scenarios/test_stun_clients.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+from contextlib import contextmanager
+
+import pytest
+
+from lab.rfc5780 import parse_discovery
+from tests.procs import DP2PT
+
+HOSTS = ("127.0.0.1", "127.0.0.2")
+CLIENT_TIMEOUT = 30
+
+needs = {tool: pytest.mark.skipif(shutil.which(tool) is None, reason=f"{tool} not installed ({pkg})")
+         for tool, pkg in (("turnserver", "apt-get install coturn"), ("stun", "apt-get install stun-client"),
+                           ("pystun3", "pip install pystun3"))}
+
+
+def free_ports(hosts=HOSTS, span=2) -> int:
+    """A port P with P..P+span-1 free for UDP on every host."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((hosts[0], 0))
+            port = s.getsockname()[1]
+        if port + span > 65535:
+            continue
+        socks = []
+        try:
+            for host in hosts:
+                for i in range(span):
+                    socks.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                    socks[-1].bind((host, port + i))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port pair on both loopback addresses")
+
+
+@contextmanager
+def dp2pt_server(rfc5780=True):
+    port = free_ports()
+    with socket.socket() as t:
+        t.bind((HOSTS[0], 0))
+        tcp = t.getsockname()[1]
+    extra = ["--alt-ip", HOSTS[1]] if rfc5780 else []
+    proc = subprocess.Popen(DP2PT + ["server", "--tcp", f"{HOSTS[0]}:{tcp}", "--udp", f"{HOSTS[0]}:{port}", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = json.loads(proc.stdout.readline())
+        assert ready["event"] == "ready", ready
+        yield port, proc
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+@contextmanager
+def coturn_server(rfc5780=True):
+    port = free_ports()
+    with tempfile.TemporaryDirectory(prefix="dp2pt-interop-") as tmp:
+        listen = ["-L", HOSTS[0]] + (["-L", HOSTS[1], "--alt-listening-port", str(port + 1)] if rfc5780 else [])
+        proc = subprocess.Popen(
+            ["turnserver", "-n", "--stun-only", "--no-auth", *listen, "--listening-port", str(port),
+             "--no-cli", "--no-tls", "--no-dtls", "--no-tcp", "--simple-log", "--log-file", "stdout",
+             "--pidfile", f"{tmp}/pid", "--userdb", f"{tmp}/db", "-r", "dp2pt"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            for line in proc.stdout:
+                if "Total General servers" in line or "turn server id=1" in line:
+                    break
+            yield port, proc
+        finally:
+            proc.terminate()
+            proc.wait(5)
+
+
+def run(argv):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
+
+
+def both(client, rfc5780=True):
+    """The client's output against dp2pt, then against coturn."""
+    outputs = []
+    for server in (dp2pt_server, coturn_server):
+        with server(rfc5780) as (port, _proc):
+            outputs.append(client(port))
+    return outputs
+
+
+def stats_of(proc) -> dict:
+    proc.terminate()
+    return json.loads(proc.stdout.read().splitlines()[-1])
+
+
+@needs["turnserver"]
+def test_turnutils_stunclient_reads_rfc5780_attributes():
+    def client(port):
+        return run(["turnutils_stunclient", "-p", str(port), HOSTS[0]])
+
+    ours, coturn = both(client)
+    assert ours.returncode == 0, ours.stderr
+    for out in (ours.stdout, coturn.stdout):
+        assert re.search(r"UDP reflexive addr: 127\.0\.0\.1:\d+", out), out
+        assert re.search(rf"Other addr: : 127\.0\.0\.2:\d+", out), out
+    for field in ("Response origin", "Other addr"):
+        assert _lines(ours.stdout, field) == _lines(coturn.stdout, field, port_of=ours.stdout), field
+
+
+def _lines(text, field, port_of=None):
+    """The values of ``field`` lines with ports made relative (the two servers use different ports)."""
+    return [re.sub(r":(\d+)$", "", line.split(field)[-1].strip(": ")) for line in text.splitlines() if field in line]
+
+
+@needs["turnserver"]
+def test_natdiscovery_classifies_the_same_against_dp2pt_and_coturn():
+    def client(port):
+        out = run(["turnutils_natdiscovery", "-m", "-f", "-p", str(port), HOSTS[0]])
+        return parse_discovery(out.stdout), out.stdout
+
+    (ours, text), (coturn, _) = both(client)
+    assert ours == coturn and ours[1] == "endpoint-independent", text  # loopback: nothing filters
+
+
+@needs["stun"]
+@needs["turnserver"]
+@pytest.mark.parametrize("rfc5780", [True, False], ids=["two addresses", "one address"])
+def test_debian_stun_client_gets_the_same_verdict(rfc5780):
+    def client(port):
+        out = run(["stun", f"{HOSTS[0]}:{port}", "-v"])
+        text = out.stdout + out.stderr
+        return out.returncode, re.findall(r"^Primary: .*", text, re.M), re.findall(r"MappedAddress = (\S+)", text)
+
+    ours, coturn = both(client, rfc5780)
+    assert ours[:2] == coturn[:2] and ours[1], ours
+    assert ours[2] and all(a.startswith("127.0.0.1:") for a in ours[2])
+
+
+@needs["pystun3"]
+@needs["turnserver"]
+def test_pystun3_gets_the_same_verdict():
+    def client(port):
+        out = run(["pystun3", "-H", HOSTS[0], "-P", str(port), "-i", HOSTS[0], "-p", str(free_ports((HOSTS[0],), 1))])
+        return re.findall(r"^NAT Type: .*", out.stdout, re.M), re.findall(r"^External IP: .*", out.stdout, re.M)
+
+    ours, coturn = both(client)
+    assert ours == coturn and ours[0], ours
+
+
+def test_classic_clients_go_through_the_server_counters():
+    """The stats line tells RFC 3489 clients and honoured CHANGE-REQUESTs apart (what an operator sees)."""
+    if shutil.which("stun") is None:
+        pytest.skip("stun not installed (apt-get install stun-client)")
+    with dp2pt_server() as (port, proc):
+        run(["stun", f"{HOSTS[0]}:{port}"])
+        stats = stats_of(proc)
+    assert stats["stun_classic"] >= 3 and stats["stun_changed"] >= 2
