@@ -11,18 +11,20 @@ from contextlib import contextmanager
 DP2PT = [sys.executable, "-m", "dp2pt"]
 
 
-def free_port(host="127.0.0.1", kind=socket.SOCK_DGRAM, span=1) -> int:
-    """A port free for ``span`` consecutive UDP (or TCP) binds."""
+def free_port(host="127.0.0.1", kind=socket.SOCK_DGRAM, span=1, also=()) -> int:
+    """A port free for ``span`` consecutive UDP (or TCP) binds on ``host`` and on every host in ``also``."""
     for _ in range(100):
         with socket.socket(socket.AF_INET, kind) as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
         if port + span > 65535:
             continue
+        socks = []
         try:
-            socks = [socket.socket(socket.AF_INET, kind) for _ in range(span)]
-            for i, sk in enumerate(socks):
-                sk.bind((host, port + i))
+            for h in (host, *also):
+                for i in range(span):
+                    socks.append(socket.socket(socket.AF_INET, kind))
+                    socks[-1].bind((h, port + i))
         except OSError:
             continue
         finally:

@@ -122,9 +122,7 @@ class _StunServer(asyncio.DatagramProtocol):
         if self.seen is not None and addr not in self.seen:
             self.seen.add(addr)
             return
-        request = stun.parse(data)
-        self.transport.sendto(stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, request.transaction_id,
-                                           {"XOR-MAPPED-ADDRESS": addr}).encode(), addr)
+        self.transport.sendto(stun.binding_response(stun.parse(data), addr), addr)
 
 
 @pytest.mark.parametrize("burst", [False, True])

@@ -25,8 +25,9 @@ needs_mmsg = pytest.mark.skipif(stun_fast._MMSG is None, reason="libc has no rec
 @pytest.fixture(params=["one address", "rfc5780"])
 def server_sockets(request):
     """The server's STUN sockets on loopback: 127.0.0.1 with two ports, and 127.0.0.2 in RFC 5780 mode."""
-    port = free_port(span=2)
-    addrs = StunAddresses("127.0.0.1", port, port + 1, "127.0.0.2" if request.param == "rfc5780" else None)
+    alt_ip = "127.0.0.2" if request.param == "rfc5780" else None
+    port = free_port(span=2, also=(alt_ip,) if alt_ip else ())
+    addrs = StunAddresses("127.0.0.1", port, port + 1, alt_ip)
     socks = {}
     try:
         for local in addrs.sockets():

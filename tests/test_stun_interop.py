@@ -19,8 +19,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from lab.rfc5780 import parse_discovery
-from tests.procs import DP2PT
+from lab.world.rfc5780 import parse_discovery
+from tests.procs import DP2PT, free_port
 
 HOSTS = ("127.0.0.1", "127.0.0.2")
 CLIENT_TIMEOUT = 30
@@ -30,32 +30,9 @@ needs = {tool: pytest.mark.skipif(shutil.which(tool) is None, reason=f"{tool} no
                            ("pystun3", "pip install pystun3"))}
 
 
-def free_ports(hosts=HOSTS, span=2) -> int:
-    """A port P with P..P+span-1 free for UDP on every host."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((hosts[0], 0))
-            port = s.getsockname()[1]
-        if port + span > 65535:
-            continue
-        socks = []
-        try:
-            for host in hosts:
-                for i in range(span):
-                    socks.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-                    socks[-1].bind((host, port + i))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port pair on both loopback addresses")
-
-
 @contextmanager
 def dp2pt_server(rfc5780=True):
-    port = free_ports()
+    port = free_port(HOSTS[0], span=2, also=HOSTS[1:])
     with socket.socket() as t:
         t.bind((HOSTS[0], 0))
         tcp = t.getsockname()[1]
@@ -73,7 +50,7 @@ def dp2pt_server(rfc5780=True):
 
 @contextmanager
 def coturn_server(rfc5780=True):
-    port = free_ports()
+    port = free_port(HOSTS[0], span=2, also=HOSTS[1:])
     with tempfile.TemporaryDirectory(prefix="dp2pt-interop-") as tmp:
         listen = ["-L", HOSTS[0]] + (["-L", HOSTS[1], "--alt-listening-port", str(port + 1)] if rfc5780 else [])
         proc = subprocess.Popen(
@@ -156,7 +133,7 @@ def test_debian_stun_client_gets_the_same_verdict(rfc5780):
 @needs["turnserver"]
 def test_pystun3_gets_the_same_verdict():
     def client(port):
-        out = run(["pystun3", "-H", HOSTS[0], "-P", str(port), "-i", HOSTS[0], "-p", str(free_ports((HOSTS[0],), 1))])
+        out = run(["pystun3", "-H", HOSTS[0], "-P", str(port), "-i", HOSTS[0], "-p", str(free_port(HOSTS[0]))])
         return re.findall(r"^NAT Type: .*", out.stdout, re.M), re.findall(r"^External IP: .*", out.stdout, re.M)
 
     ours, coturn = both(client)

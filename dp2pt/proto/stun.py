@@ -303,6 +303,15 @@ def binding_request() -> Message:
     return Message(Method.BINDING, Class.REQUEST)
 
 
+def binding_response(request: Message, source: Address) -> bytes:
+    """The plainest success answer (XOR-MAPPED-ADDRESS = ``source``): a stand-in STUN server's reply.
+
+    The location server's answers are :func:`dp2pt.proto.stun_server.answer`'s.
+    """
+    return Message(Method.BINDING, Class.RESPONSE, request.transaction_id, {"XOR-MAPPED-ADDRESS": source},
+                   request.cookie).encode()
+
+
 def is_binding_request(message: Message) -> bool:
     return message.method == Method.BINDING and message.cls == Class.REQUEST
 
