@@ -93,6 +93,10 @@ def test_unknown_peer():
         (["server", "--tcp", "127.0.0.1:99999"], "is not HOST:PORT"),
         (["server", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:65535"], "give --alt-port"),
         (["server", "--tcp", "127.0.0.1:0", "--alt-port", "70000"], "is not a port"),
+        (["server", "--tcp", "127.0.0.1:0", "--alt-ip", "nope"], "is not an IP address"),
+        (["server", "--tcp", "127.0.0.1:0", "--udp", "0.0.0.0:0", "--alt-ip", "127.0.0.2"], "not a wildcard"),
+        (["server", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--alt-ip", "127.0.0.1"], "must differ"),
+        (["server", "--tcp", "127.0.0.1:0", "--stun-workers", "-2"], "non-negative"),
         (["frobnicate"], "invalid choice"),
     ],
 )
