@@ -15,15 +15,18 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 
 import pytest
 
+from dp2pt.proto import stun
 from lab.world.rfc5780 import parse_discovery
 from tests.procs import DP2PT, free_port
 
 HOSTS = ("127.0.0.1", "127.0.0.2")
 CLIENT_TIMEOUT = 30
+READY_TIMEOUT = 10.0
 
 needs = {tool: pytest.mark.skipif(shutil.which(tool) is None, reason=f"{tool} not installed ({pkg})")
          for tool, pkg in (("turnserver", "apt-get install coturn"), ("stun", "apt-get install stun-client"),
@@ -42,6 +45,7 @@ def dp2pt_server(rfc5780=True):
     try:
         ready = json.loads(proc.stdout.readline())
         assert ready["event"] == "ready", ready
+        assert answers(port, rfc5780)
         yield port, proc
     finally:
         proc.terminate()
@@ -59,13 +63,31 @@ def coturn_server(rfc5780=True):
              "--pidfile", f"{tmp}/pid", "--userdb", f"{tmp}/db", "-r", "dp2pt"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            for line in proc.stdout:
-                if "Total General servers" in line or "turn server id=1" in line:
-                    break
+            assert answers(port, rfc5780), "turnserver did not answer"
             yield port, proc
         finally:
             proc.terminate()
             proc.wait(5)
+
+
+def answers(port: int, rfc5780: bool) -> bool:
+    """True once the server answers; in RFC 5780 mode, once a CHANGE-REQUEST (IP and port) is answered
+    from HOSTS[1]:port+1, so every socket is up (coturn binds its alternate ones after it says it started)."""
+    change = {"CHANGE-REQUEST": 6} if rfc5780 else {}
+    request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, attributes=change).encode()
+    want = (HOSTS[1], port + 1) if rfc5780 else (HOSTS[0], port)
+    deadline = time.monotonic() + READY_TIMEOUT
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.1)
+        while time.monotonic() < deadline:
+            s.sendto(request, (HOSTS[0], port))
+            try:
+                _, addr = s.recvfrom(2048)
+            except OSError:
+                continue
+            if addr == want:
+                return True
+    return False
 
 
 def run(argv):
