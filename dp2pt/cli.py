@@ -16,6 +16,7 @@ import sys
 from typing import Any, NoReturn, Sequence
 
 from dp2pt.errors import ConfigError, Dp2ptError
+from dp2pt.proto.admission import LOGIN_TIMEOUT, MAX_CONNS_PER_IP
 from dp2pt.proto.messages import VARIANTS
 from dp2pt.proto.schedules import SCHEDULES, get_schedule
 
@@ -106,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--accept-server", action="append", default=[], metavar="IP",
                         help="another server address allowed to link in (the --peer-server hosts always are)")
     server.add_argument("--name", default="ls1", help="this server's name in the federation")
+    server.add_argument("--max-conns", type=_positive, help="TCP connections in total (default: what the "
+                        "descriptor limit allows, less a reserve)")
+    server.add_argument("--max-conns-per-ip", type=_count, default=MAX_CONNS_PER_IP,
+                        help=f"TCP connections (and UDP logins) from one address (default {MAX_CONNS_PER_IP}; 0: no cap)")
+    server.add_argument("--login-timeout", type=_seconds, default=LOGIN_TIMEOUT,
+                        help=f"seconds a TCP connection may take to log in (default {LOGIN_TIMEOUT:g})")
     server.add_argument("--json", action="store_true", help="(accepted for symmetry; output is always JSON)")
 
     peer = commands.add_parser("peer", help="run a peer agent")
@@ -126,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     roles = peer.add_subparsers(dest="role", required=True, parser_class=_Parser)
     listen = roles.add_parser("listen", help="wait for peers to connect (role A)")
     listen.add_argument("--sessions", type=_count, default=1, help="sessions to serve before exiting (0: forever)")
+    listen.add_argument("--allow", nargs="+", action="extend", metavar="ID",
+                        help="only these peer ids may connect (to anyone else we look logged out)")
     connect = roles.add_parser("connect", help="open a direct path to another peer (role B)")
     connect.add_argument("target", help="id of the peer to reach")
     connect.add_argument("--variant", choices=VARIANTS, default="basic")
@@ -158,7 +167,8 @@ async def _serve(args: argparse.Namespace) -> int:
 
     config = ServerConfig(name=args.name, tcp=args.tcp, udp=args.udp, alt_port=args.alt_port, alt_ip=args.alt_ip,
                           stun_workers=args.stun_workers, peer_servers=args.peer_server,
-                          accept_servers=args.accept_server)
+                          accept_servers=args.accept_server, login_timeout=args.login_timeout,
+                          max_conns=args.max_conns, max_conns_per_ip=args.max_conns_per_ip)
     if args.alt_port is None and args.udp[1] == 65535:
         raise ConfigError("--udp port 65535 leaves no room for the second probe's port: give --alt-port")
     server = LocationServer(config)
@@ -183,7 +193,8 @@ async def _peer(args: argparse.Namespace) -> int:
 
     config = PeerConfig(id=args.id, server=args.server, udp_control=args.udp_control, bind=args.bind,
                         stun=args.stun, timeout=args.timeout, punch_timeout=args.punch_timeout,
-                        count=args.count, rto=args.rto, probe_burst=args.probe_burst)
+                        count=args.count, rto=args.rto, probe_burst=args.probe_burst,
+                        allow=getattr(args, "allow", None))
     failures: list[dict[str, Any]] = []
 
     def report(result: dict[str, Any]) -> None:

@@ -10,9 +10,9 @@ from dp2pt.aio.server import LocationServer, ServerConfig
 
 
 @asynccontextmanager
-async def location_server(name="ls1", peers=(), host="127.0.0.1", accept=()):
+async def location_server(name="ls1", peers=(), host="127.0.0.1", accept=(), **config):
     server = LocationServer(ServerConfig(name=name, tcp=(host, 0), udp=(host, 0), alt_port=0, peer_servers=list(peers),
-                                         accept_servers=list(accept)))
+                                         accept_servers=list(accept), **config))
     await server.start()
     try:
         yield server

@@ -70,6 +70,19 @@ def test_server_unreachable_over_udp_times_out_cleanly():
     assert_one_line_error(proc, 3, "location server")
 
 
+def test_listen_allow_admits_only_the_named_peers():
+    with server_process() as (_, tcp, _udp):
+        server = f"{tcp[0]}:{tcp[1]}"
+        listener = subprocess.Popen(DP2PT + ["peer", "--id", "A", "--server", server, "listen", "--allow", "B", "C"],
+                                    stdout=subprocess.PIPE, text=True)
+        assert json.loads(listener.stdout.readline())["event"] == "ready"
+        stranger = run("peer", "--id", "D", "--server", server, "connect", "A")
+        b = run("peer", "--id", "B", "--server", server, "connect", "A")
+        assert listener.wait(10) == 0
+    assert_one_line_error(stranger, 4, "no peer 'A' is logged in")  # exactly what a logged-out A looks like
+    assert b.returncode == 0 and json.loads(b.stdout)["direct"], b.stderr
+
+
 def test_unknown_peer():
     with server_process() as (_, tcp, _udp):
         proc = run("peer", "--id", "B", "--server", f"{tcp[0]}:{tcp[1]}", "connect", "nobody")
@@ -97,6 +110,9 @@ def test_unknown_peer():
         (["server", "--tcp", "127.0.0.1:0", "--udp", "0.0.0.0:0", "--alt-ip", "127.0.0.2"], "not a wildcard"),
         (["server", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--alt-ip", "127.0.0.1"], "must differ"),
         (["server", "--tcp", "127.0.0.1:0", "--stun-workers", "-2"], "non-negative"),
+        (["server", "--login-timeout", "0"], "positive number of seconds"),
+        (["server", "--max-conns", "0"], "positive integer"),
+        (["peer", "--id", "A", "--server", "127.0.0.1:1", "listen", "--allow"], "expected at least one argument"),
         (["frobnicate"], "invalid choice"),
     ],
 )

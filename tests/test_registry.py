@@ -2,94 +2,218 @@
 
 import itertools
 
+import pytest
+
+from dp2pt.proto import messages
 from dp2pt.proto.messages import make
-from dp2pt.proto.registry import Lookup, Registry, ToConn, ToServer
+from dp2pt.proto.registry import MAX_ERROR_TEXT, Limits, LoggedIn, Lookup, Registry, ToConn, ToPeer, ToServer
 
 STUN = [("198.51.100.10", 3478), ("198.51.100.10", 3479)]
+IP = "203.0.113.1"
 
 
-def registry(name="ls1", federated=False):
+def registry(name="ls1", federated=False, limits=Limits()):
     ids = itertools.count()
-    return Registry(name, STUN, federated=federated, new_token=lambda: f"tok{next(ids)}",
+    return Registry(name, STUN, federated=federated, limits=limits, new_key=lambda: f"{next(ids):032x}",
                     new_session_id=lambda: "00112233445566" + f"{next(ids):02d}")
 
 
-def login(reg, conn, peer):
-    (action,) = reg.on_message(conn, make("login", id=peer), 0.0)
-    assert isinstance(action, ToConn) and action.msg["type"] == "login_ok"
-    return action.msg["token"]
+def login(reg, conn, peer, ip=IP, **extra):
+    logged_in, ok = reg.login(conn, make("login", id=peer, **extra), ip, 0.0)
+    assert isinstance(logged_in, LoggedIn) and (logged_in.conn, logged_in.peer) == (conn, peer)
+    assert isinstance(ok, ToConn) and ok.msg["type"] == "login_ok" and bytes.fromhex(ok.msg["key"]) == logged_in.key
+    return ok.msg
 
 
-def report(token, sid, port, delta=1):
-    return make("report", token=token, session=sid, ip="203.0.113.1", port=port, delta=delta)
+def connect(target="A", variant="basic", k=1):
+    return make("connect", target=target, variant=variant, k=k, schedule="diagram1")
+
+
+def report(sid, port, delta=1, ip=IP):
+    return make("report", session=sid, ip=ip, port=port, delta=delta)
 
 
 def sent(actions):
     return [(a.peer, a.msg["type"], a.msg.get("step")) for a in actions]
 
 
+def open_session(reg, b="cb", now=0.0):
+    actions = reg.on_message(b, connect(), now)
+    assert sent(actions) == [("A", "session", None), (reg.ids_by_conn[b], "session", None)]
+    return actions[0].msg["session"]
+
+
 def test_full_session_follows_the_spec_steps():
     reg = registry()
-    ta, tb = login(reg, "ca", "A"), login(reg, "cb", "B")
-    actions = reg.on_message("cb", make("connect", token=tb, target="A", variant="basic", k=1, schedule="diagram1"), 0)
+    login(reg, "ca", "A"), login(reg, "cb", "B")
+    actions = reg.on_message("cb", connect(), 0)
     assert sent(actions) == [("A", "session", None), ("B", "session", None)]
     sid = actions[0].msg["session"]
     assert actions[0].msg["role"] == "A" and actions[1].msg["role"] == "B"
-    assert sent(reg.on_message("ca", report(ta, sid, 20001), 0)) == [("B", "peer_report", 8)]
-    assert sent(reg.on_message("cb", report(tb, sid, 30001), 0)) == [("A", "peer_report", 14), ("B", "punch", 15)]
-    assert sent(reg.on_message("cb", make("punched", token=tb, session=sid), 0)) == [("A", "punch", 16)]
-    reg.on_message("ca", make("result", token=ta, session=sid, ok=True), 0)
-    reg.on_message("cb", make("result", token=tb, session=sid, ok=True), 0)
+    assert sent(reg.on_message("ca", report(sid, 20001), 0)) == [("B", "peer_report", 8)]
+    assert sent(reg.on_message("cb", report(sid, 30001), 0)) == [("A", "peer_report", 14), ("B", "punch", 15)]
+    assert sent(reg.on_message("cb", make("punched", session=sid), 0)) == [("A", "punch", 16)]
+    reg.on_message("ca", make("result", session=sid, ok=True), 0)
+    reg.on_message("cb", make("result", session=sid, ok=True), 0)
     assert reg.sessions == {} and reg.stats["sessions_direct"] == 1
+
+
+def test_each_login_and_each_session_gets_its_own_key():
+    reg = registry()
+    keys = {login(reg, "ca", "A")["key"], login(reg, "cb", "B")["key"]}
+    a, b = reg.on_message("cb", connect(), 0)
+    assert a.msg["key"] == b.msg["key"]  # the pair shares the session key ...
+    keys.add(a.msg["key"])
+    assert len(keys) == 3  # ... and it is neither login's key
+
+
+def test_login_echoes_the_nonce_and_a_connection_logs_in_once():
+    reg = registry()
+    assert login(reg, "ca", "A", nonce="n1")["nonce"] == "n1"
+    (again,) = reg.login("ca", make("login", id="A2", nonce="n2"), IP, 0)
+    assert again.msg["code"] == "logged-in" and again.msg["nonce"] == "n2"
+    assert reg.ids_by_conn == {"ca": "A"}  # a second login never renames the first
 
 
 def test_out_of_order_report_is_refused_naming_role_and_state():
     reg = registry()
-    login(reg, "ca", "A")
-    tb = login(reg, "cb", "B")
-    sid = reg.on_message("cb", make("connect", token=tb, target="A", variant="basic", k=1, schedule="diagram1"), 0)[0].msg["session"]
-    (error,) = reg.on_message("cb", report(tb, sid, 1), 0)
+    login(reg, "ca", "A"), login(reg, "cb", "B")
+    sid = open_session(reg)
+    (error,) = reg.on_message("cb", report(sid, 1), 0)
     assert error.msg["code"] == "out-of-order" and "role B" in error.msg["message"] and "testing-a" in error.msg["message"]
 
 
 def test_a_peer_cannot_touch_another_pairs_session():
     reg = registry()
-    ta, tb, tc = login(reg, "ca", "A"), login(reg, "cb", "B"), login(reg, "cc", "C")
-    sid = reg.on_message("cb", make("connect", token=tb, target="A", variant="basic", k=1, schedule="diagram1"), 0)[0].msg["session"]
-    (error,) = reg.on_message("cc", report(tc, sid, 1), 0)
+    login(reg, "ca", "A"), login(reg, "cb", "B"), login(reg, "cc", "C")
+    sid = open_session(reg)
+    (error,) = reg.on_message("cc", report(sid, 1), 0)
     assert error.msg["code"] == "no-session"
-    (error,) = reg.on_message("cc", report(ta, sid, 1), 0)  # A's token on C's connection
+    (error,) = reg.on_message("cx", report(sid, 1), 0)  # a connection that never logged in
     assert error.msg["code"] == "auth"
     assert reg.sessions[sid].state == "testing-a"
 
 
+def test_a_report_must_name_the_address_the_peer_logs_in_from():
+    """Else B could make A punch k datagrams at any third party (the issue's "address of the caller's choice")."""
+    reg = registry()
+    login(reg, "ca", "A"), login(reg, "cb", "B", ip="::ffff:" + IP)  # IPv4-mapped: the same host
+    sid = open_session(reg)
+    reg.on_message("ca", report(sid, 20001), 0)
+    (error,) = reg.on_message("cb", report(sid, 30001, ip="192.0.2.7"), 0)
+    assert error.msg["code"] == "bad-report" and reg.sessions[sid].state == "testing-b"
+    assert sent(reg.on_message("cb", report(sid, 30001), 0)) == [("A", "peer_report", 14), ("B", "punch", 15)]
+
+
+@pytest.mark.parametrize("fields", [dict(ip="not an address"), dict(port=0), dict(port=70000), dict(delta=10**6)])
+def test_malformed_reports_are_refused(fields):
+    reg = registry()
+    login(reg, "ca", "A"), login(reg, "cb", "B")
+    sid = open_session(reg)
+    (error,) = reg.on_message("ca", {**report(sid, 20001), **fields}, 0)
+    assert error.msg["code"] == "bad-report" and reg.sessions[sid].state == "testing-a"
+
+
 def test_unknown_peer_and_bad_requests():
     reg = registry()
-    tb = login(reg, "cb", "B")
-    (e,) = reg.on_message("cb", make("connect", token=tb, target="Z", variant="basic", k=1, schedule="diagram1"), 0)
+    login(reg, "cb", "B")
+    (e,) = reg.on_message("cb", connect("Z"), 0)
     assert e.msg["code"] == "unknown-peer"
-    (e,) = reg.on_message("cb", make("connect", token=tb, target="B", variant="basic", k=1, schedule="diagram1"), 0)
+    (e,) = reg.on_message("cb", connect("B"), 0)
     assert e.msg["code"] == "bad-request"
-    (e,) = reg.on_message("cb", make("connect", token=tb, target="Z", variant="basic", k=0, schedule="diagram1"), 0)
+    (e,) = reg.on_message("cb", connect("Z", k=0), 0)
     assert "k must be" in e.msg["message"]
+
+
+def test_errors_quoting_long_fields_stay_short_enough_to_send():
+    reg = registry()
+    login(reg, "cb", "B")
+    (e,) = reg.on_message("cb", connect("Z" * 3000), 0)
+    assert len(e.msg["message"]) <= MAX_ERROR_TEXT
+    (e,) = reg.on_message("cb", make("punched", session="s" * 3000), 0)
+    assert "session" not in e.msg  # a malformed session id is not echoed
+    messages.encode({**e.msg, "n": 1, "mac": "0" * 32})  # fits, signed
+
+
+def test_the_allow_list_hides_the_listener_from_everyone_else():
+    reg = registry()
+    login(reg, "ca", "A", allow=["B"])
+    login(reg, "cb", "B"), login(reg, "cc", "C")
+    (e,) = reg.on_message("cc", connect(), 0)
+    assert e.msg == {"type": "error", "code": "unknown-peer", "message": "no peer 'A' is logged in"}
+    assert sent(reg.on_message("cb", connect(), 0)) == [("A", "session", None), ("B", "session", None)]
+    (answer,) = reg.on_server_message("ls2", make("lookup", q=1, id="A", **{"from": "C"}), 0)
+    assert answer.msg["found"] is False
+    (answer,) = reg.on_server_message("ls2", make("lookup", q=2, id="A", **{"from": "B"}), 0)
+    assert answer.msg["found"] is True
+
+
+def test_a_declined_session_tells_b_nothing_of_a():
+    reg = registry()
+    login(reg, "ca", "A"), login(reg, "cb", "B")
+    sid = open_session(reg)
+    (told,) = reg.on_message("ca", make("decline", session=sid), 0)
+    assert (told.peer, told.msg["code"]) == ("B", "declined") and "ip" not in told.msg
+    assert reg.sessions == {} and reg.stats["sessions_declined"] == 1
+    (e,) = reg.on_message("ca", make("decline", session=sid), 0)
+    assert e.msg["code"] == "no-session"
+
+
+def test_only_a_may_decline_and_only_before_it_reported():
+    reg = registry()
+    login(reg, "ca", "A"), login(reg, "cb", "B")
+    sid = open_session(reg)
+    (e,) = reg.on_message("cb", make("decline", session=sid), 0)
+    assert e.msg["code"] == "out-of-order"
+    reg.on_message("ca", report(sid, 20001), 0)
+    (e,) = reg.on_message("ca", make("decline", session=sid), 0)
+    assert e.msg["code"] == "out-of-order"
+
+
+def test_connects_are_rate_limited_per_peer():
+    reg = registry(limits=Limits(connect_burst=3, connect_rate=1.0, sessions_per_peer=100, sessions_per_target=100))
+    login(reg, "cb", "B")
+    codes = [reg.on_message("cb", connect("Z"), 0.0)[0].msg["code"] for _ in range(5)]
+    assert codes == ["unknown-peer"] * 3 + ["busy"] * 2
+    assert reg.on_message("cb", connect("Z"), 1.0)[0].msg["code"] == "unknown-peer"  # refilled
+
+
+def test_open_sessions_are_capped_per_peer_and_per_target():
+    reg = registry(limits=Limits(connect_burst=100, sessions_per_peer=2, sessions_per_target=3))
+    login(reg, "ca", "A")
+    for i in range(4):
+        login(reg, f"c{i}", f"B{i}")
+    open_session(reg, "c0"), open_session(reg, "c0")
+    (e,) = reg.on_message("c0", connect(), 0)
+    assert e.msg["code"] == "busy" and "per peer" in e.msg["message"]
+    open_session(reg, "c1")
+    (e,) = reg.on_message("c2", connect(), 0)
+    assert e.msg["code"] == "busy" and "'A'" in e.msg["message"]
 
 
 def test_id_in_use_and_logout_tells_the_other_side():
     reg = registry()
     login(reg, "ca", "A")
-    (e,) = reg.on_message("cx", make("login", id="A"), 0)
+    (e,) = reg.login("cx", make("login", id="A"), IP, 0)
     assert e.msg["code"] == "id-in-use"
-    tb = login(reg, "cb", "B")
-    reg.on_message("cb", make("connect", token=tb, target="A", variant="basic", k=1, schedule="diagram1"), 0)
+    login(reg, "cb", "B")
+    reg.on_message("cb", connect(), 0)
     (told,) = reg.on_disconnect("ca")
     assert (told.peer, told.msg["code"]) == ("B", "peer-gone") and reg.sessions == {}
 
 
+@pytest.mark.parametrize("extra, code", [({"id": ""}, "bad-id"), ({"id": "x\n"}, "bad-id"),
+                                         ({"id": "A", "allow": ["B", 3]}, "bad-request")])
+def test_bad_logins_are_refused(extra, code):
+    reg = registry()
+    (e,) = reg.login("c", {"type": "login", **extra}, IP, 0)
+    assert e.msg["code"] == code and reg.logins == {}
+
+
 def test_stale_sessions_are_swept():
     reg = registry()
-    login(reg, "ca", "A")
-    tb = login(reg, "cb", "B")
-    reg.on_message("cb", make("connect", token=tb, target="A", variant="basic", k=1, schedule="diagram1"), 0.0)
+    login(reg, "ca", "A"), login(reg, "cb", "B")
+    reg.on_message("cb", connect(), 0.0)
     reg.sweep(1000.0)
     assert reg.sessions == {}
 
@@ -97,7 +221,7 @@ def test_stale_sessions_are_swept():
 def test_federation_relays_reports_across_servers():
     """FIG. 4: A on ls1, B on ls2; steps 7-1 and 13-1 cross between the servers."""
     ls1, ls2 = registry("ls1", federated=True), registry("ls2", federated=True)
-    ta, tb = login(ls1, "ca", "A"), login(ls2, "cb", "B")
+    login(ls1, "ca", "A"), login(ls2, "cb", "B")
 
     def wire(actions, dest, src_name):
         """Deliver ToServer actions to ``dest``, return what it does."""
@@ -107,34 +231,37 @@ def test_federation_relays_reports_across_servers():
             out += dest.on_server_message(src_name, a.msg, 0)
         return out
 
-    (lookup,) = ls2.on_message("cb", make("connect", token=tb, target="A", variant="improved", k=4, schedule="diagram1"), 0)
-    assert isinstance(lookup, Lookup)
-    (answer,) = ls1.on_server_message("ls2", make("lookup", q=lookup.q, id="A"), 0)
+    (lookup,) = ls2.on_message("cb", connect(variant="improved", k=4), 0)
+    assert isinstance(lookup, Lookup) and lookup.requester == "B"
+    (answer,) = ls1.on_server_message("ls2", make("lookup", q=lookup.q, id="A", **{"from": "B"}), 0)
     assert answer.msg["found"] is True
     opened = ls2.lookup_done(lookup.q, "ls1", 0)
     to_a = [a for a in opened if isinstance(a, ToServer)]
     assert [a.msg["to"] for a in to_a] == ["A"]
     (session_a,) = wire(to_a, ls1, "ls2")
     sid = session_a.msg["session"]
-    assert session_a.peer == "A" and session_a.msg["k"] == 4
-    upstream = ls1.on_message("ca", report(ta, sid, 20001), 0)  # step 7, then 7-1
-    assert upstream[0].msg["type"] == "upstream"
+    assert session_a.peer == "A" and session_a.msg["k"] == 4 and session_a.msg["key"] == ls2.sessions[sid].key
+    # A's server checks A's report address before passing it upstream (step 7, then 7-1).
+    (bad,) = ls1.on_message("ca", report(sid, 20001, ip="192.0.2.7"), 0)
+    assert isinstance(bad, ToPeer) and bad.msg["code"] == "bad-report"
+    upstream = ls1.on_message("ca", {**report(sid, 20001), "n": 3, "mac": "0" * 32}, 0)
+    assert upstream[0].msg["type"] == "upstream" and "mac" not in upstream[0].msg["msg"]
     assert sent(wire(upstream, ls2, "ls1")) == [("B", "peer_report", 8)]
-    down = ls2.on_message("cb", report(tb, sid, 30001), 0)  # step 13, then 13-1
+    down = ls2.on_message("cb", report(sid, 30001), 0)  # step 13, then 13-1
     assert [type(a).__name__ for a in down] == ["ToServer", "ToPeer"]
     assert sent(wire(down[:1], ls1, "ls2")) == [("A", "peer_report", 14)]
     # A server cannot forge upstream messages for a session it does not hold A for.
-    assert ls2.on_server_message("ls3", make("upstream", **{"from": "A", "msg": report("", sid, 1)}), 0) == []
+    assert ls2.on_server_message("ls3", make("upstream", **{"from": "A", "msg": report(sid, 1)}), 0) == []
 
 
 def test_a_peer_leaving_after_its_result_does_not_void_the_others():
     reg = registry()
-    ta, tb = login(reg, "ca", "A"), login(reg, "cb", "B")
-    sid = reg.on_message("cb", make("connect", token=tb, target="A", variant="basic", k=1, schedule="diagram1"), 0)[0].msg["session"]
-    reg.on_message("ca", report(ta, sid, 20001), 0)
-    reg.on_message("cb", report(tb, sid, 30001), 0)
-    reg.on_message("cb", make("punched", token=tb, session=sid), 0)
-    reg.on_message("ca", make("result", token=ta, session=sid, ok=True), 0)
+    login(reg, "ca", "A"), login(reg, "cb", "B")
+    sid = open_session(reg)
+    reg.on_message("ca", report(sid, 20001), 0)
+    reg.on_message("cb", report(sid, 30001), 0)
+    reg.on_message("cb", make("punched", session=sid), 0)
+    reg.on_message("ca", make("result", session=sid, ok=True), 0)
     assert reg.on_disconnect("ca") == []  # B is not told "peer-gone"
-    assert reg.on_message("cb", make("result", token=tb, session=sid, ok=True), 0) == []
+    assert reg.on_message("cb", make("result", session=sid, ok=True), 0) == []
     assert reg.stats["sessions_direct"] == 1 and reg.sessions == {}

@@ -2,13 +2,16 @@
 
 One UDP socket per session carries the probes *and* the data, so the NAT mapping the probes
 measure is the one the punches extend.  Peer A is the one that listens, B the one that connects
-(the spec's naming); the location server decides who does what when.
+(the spec's naming); the location server decides who does what when.  A listener runs its sessions
+concurrently (up to ``concurrent``) and consents to each by reporting its address, or declines it
+(a peer not in ``allow``, or too many sessions already).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -24,8 +27,8 @@ from dp2pt.errors import (
     TraversalTimeout,
     UnknownPeer,
 )
-from dp2pt.proto import datagram, messages, stun
-from dp2pt.proto.datagram import Datagram, Kind
+from dp2pt.proto import auth, datagram, messages, stun
+from dp2pt.proto.direct import DirectPath
 from dp2pt.proto.nat_test import probe_count, report_from_probes
 from dp2pt.proto.schedules import get_schedule, punch_count, punch_ports
 from dp2pt.transaction import StunClient
@@ -34,6 +37,9 @@ log = logging.getLogger("dp2pt.peer")
 
 Address = tuple[str, int]
 Msg = dict[str, Any]
+
+_SESSION_ID = re.compile(r"[0-9a-f]{16}")
+MAX_QUEUED = 1024  # direct datagrams waiting to be read; beyond, a flood is dropped at the socket
 
 
 @dataclass
@@ -50,6 +56,8 @@ class PeerConfig:
     probe_burst: bool = False  # send probe 2 without waiting for probe 1's answer (not the spec's order)
     punch_retries: int = 2  # extra rounds of the same punch burst, after rto, then 2·rto more
     keepalive: float = 15.0
+    allow: list[str] | None = None  # listener: only these peer ids may connect (None: anyone)
+    concurrent: int = 8  # listener: sessions served at once; more are declined
 
 
 class _DataSocket(asyncio.DatagramProtocol):
@@ -58,8 +66,7 @@ class _DataSocket(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
         self.stun = StunClient(self.sendto)
-        self.direct: asyncio.Queue[tuple[Datagram, Address]] = asyncio.Queue()
-        self.sent = 0
+        self.direct: asyncio.Queue[tuple[bytes, Address]] = asyncio.Queue(MAX_QUEUED)
         self.ignored = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -69,18 +76,14 @@ class _DataSocket(asyncio.DatagramProtocol):
         assert self.transport is not None
         self.transport.sendto(data, addr)
 
-    def send_direct(self, dgram: Datagram, addr: Address) -> None:
-        self.sendto(bytes(dgram), addr)
-        self.sent += 1
-
     def datagram_received(self, data: bytes, addr: Address) -> None:
         try:
             if stun.is_stun(data):
                 message = stun.parse(data)
                 if stun.is_binding_response(message) and self.stun.response_received(message):
                     return
-            elif datagram.is_direct(data):
-                self.direct.put_nowait((datagram.parse(data), addr[:2]))
+            elif datagram.is_direct(data) and not self.direct.full():
+                self.direct.put_nowait((data, addr[:2]))
                 return
         except RemoteProtocolError:
             pass
@@ -97,7 +100,6 @@ class Peer:
     def __init__(self, config: PeerConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.clock = clock
-        self.token = ""
         self.stun_servers: list[Address] = []
         self._control: ControlChannel | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -129,16 +131,13 @@ class Peer:
         cfg = self.config
         opener = UdpControl if cfg.udp_control else TcpControl
         self._control = await opener.open(cfg.server, timeout=min(cfg.timeout, 5.0))
-        await self._control.send(messages.make("login", id=cfg.id))
+        login = messages.make("login", id=cfg.id)
+        if cfg.allow is not None:
+            login["allow"] = list(cfg.allow)
         try:
-            reply = await asyncio.wait_for(self._control.recv(), min(cfg.timeout, 5.0))
+            reply = await self._control.login(login, min(cfg.timeout, 5.0))
         except asyncio.TimeoutError:
             raise ServerUnreachable(f"location server {cfg.server[0]}:{cfg.server[1]} did not answer the login") from None
-        if reply["type"] == "error":
-            raise ServerUnreachable(f"login refused: {reply['message']}")
-        if reply["type"] != "login_ok":
-            raise RemoteProtocolError(f"expected login_ok, got {reply['type']}")
-        self.token = reply["token"]
         self.stun_servers = self._stun_addresses(reply["stun"])
         self._reader = asyncio.ensure_future(self._read_control())
         self._pinger = asyncio.ensure_future(self._keepalive())
@@ -158,6 +157,9 @@ class Peer:
                 msg = await self._control.recv()
                 sid = msg.get("session")
                 if msg["type"] == "session":
+                    if auth.key_bytes(msg["key"]) is None or not _SESSION_ID.fullmatch(sid):
+                        log.warning("ignoring a session message without a valid id and key")
+                        continue
                     self._session_queues[sid] = asyncio.Queue()
                     await self._new_sessions.put(msg)
                 elif isinstance(sid, str) and sid in self._session_queues:
@@ -176,7 +178,7 @@ class Peer:
         assert self._control is not None
         while True:
             await asyncio.sleep(self.config.keepalive)
-            await self._control.send(messages.make("ping", token=self.token))
+            await self._control.send(messages.make("ping"))
 
     async def close(self) -> None:
         for task in (self._reader, self._pinger):
@@ -188,14 +190,45 @@ class Peer:
     # ---- the two roles -----------------------------------------------------------------------
 
     async def listen(self, on_result: Callable[[Msg], None], sessions: int = 1) -> None:
-        """Wait for other peers to connect (role A) and run each session; 0 sessions = forever."""
+        """Wait for other peers to connect (role A) and run their sessions concurrently; return after
+        ``sessions`` results (0 = never).  A session from a peer not in ``allow``, or beyond
+        ``concurrent`` running ones, is declined: the server then tells the caller nothing of us."""
+        results: asyncio.Queue[Msg] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+        next_session = asyncio.ensure_future(self._new_sessions.get())
+        next_result = asyncio.ensure_future(results.get())
         served = 0
-        while sessions == 0 or served < sessions:
-            msg = await self._new_sessions.get()
-            if msg["type"] == "error":
-                raise ServerUnreachable(f"lost the location server: {msg['message']}")
-            on_result(await self._run_session(msg))
-            served += 1
+        try:
+            while sessions == 0 or served < sessions:
+                await asyncio.wait({next_session, next_result}, return_when=asyncio.FIRST_COMPLETED)
+                if next_result.done():
+                    on_result(next_result.result())
+                    served += 1
+                    next_result = asyncio.ensure_future(results.get())
+                    continue
+                msg = next_session.result()
+                next_session = asyncio.ensure_future(self._new_sessions.get())
+                if msg["type"] == "error":
+                    raise ServerUnreachable(f"lost the location server: {msg['message']}")
+                if not self._consents(msg, len(running)):
+                    await self._decline(msg)
+                    continue
+                task = asyncio.ensure_future(self._run_session(msg))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda t: t.cancelled() or results.put_nowait(t.result()))
+        finally:
+            for task in (next_session, next_result, *running):
+                task.cancel()
+
+    def _consents(self, msg: Msg, running: int) -> bool:
+        allow = self.config.allow
+        return msg["role"] == "A" and (allow is None or msg["peer"] in allow) and running < self.config.concurrent
+
+    async def _decline(self, msg: Msg) -> None:
+        log.info("declining session %s from %s", msg["session"], msg["peer"])
+        self._session_queues.pop(msg["session"], None)
+        await self.send_control(messages.make("decline", session=msg["session"]))
 
     async def connect(self, target: str, variant: str = "basic", k: int = 1, schedule: str = "diagram1") -> Msg:
         """Ask the location server for a direct path to ``target`` (role B) and run the session.
@@ -207,9 +240,7 @@ class Peer:
         assert self._control is not None
         probe_count(variant)
         get_schedule(schedule).first(punch_count(variant, k))
-        await self._control.send(
-            messages.make("connect", token=self.token, target=target, variant=variant, k=k, schedule=schedule)
-        )
+        await self._control.send(messages.make("connect", target=target, variant=variant, k=k, schedule=schedule))
         waiting = {
             asyncio.ensure_future(self._new_sessions.get()): "session",
             asyncio.ensure_future(self._errors.get()): "error",
@@ -236,6 +267,9 @@ class Peer:
         except Dp2ptError as exc:
             run.result["error"] = str(exc)
             run.result["error_code"] = exc.exit_code
+        except OSError as exc:  # the data socket failed under us
+            run.result["error"] = f"data socket: {exc.strerror or exc}"
+            run.result["error_code"] = TraversalFailed.exit_code
         finally:
             run.close()
             self._session_queues.pop(msg["session"], None)
@@ -245,9 +279,7 @@ class Peer:
     async def _report_result(self, result: Msg) -> None:
         if self._control is not None and self._lost is None:
             try:
-                await self._control.send(
-                    messages.make("result", token=self.token, session=result["session"], ok=result["ok"])
-                )
+                await self._control.send(messages.make("result", session=result["session"], ok=result["ok"]))
             except (OSError, Dp2ptError):
                 pass
 
@@ -265,6 +297,8 @@ class _SessionRun:
         self.role: str = msg["role"]
         self.sid: str = msg["session"]
         self.wire_sid = datagram.session_bytes(self.sid)
+        self.path = DirectPath(self.role, self.wire_sid, bytes.fromhex(msg["key"]), self.cfg.count,
+                               lambda seq: f"{self.cfg.id}:{seq}".encode(), rto=self.cfg.rto)
         self.variant: str = msg["variant"]
         self.k: int = msg["k"]
         self.schedule: str = msg["schedule"]
@@ -295,6 +329,7 @@ class _SessionRun:
             "punches_sent": 0,
             "data_sent": 0,
             "data_received": 0,
+            "data_acked": 0,
             "packets_sent": 0,
             "error": None,
             "error_code": 0,
@@ -306,8 +341,9 @@ class _SessionRun:
         return ms
 
     def close(self) -> None:
+        self.result["rejected_datagrams"] = {k: v for k, v in self.path.stats.items() if v}
         if self.sock is not None:
-            self.result["packets_sent"] = self.sock.sent + self.sock.stun.sent
+            self.result["packets_sent"] = self.path.sent + self.sock.stun.sent
             if self.sock.transport is not None:
                 self.sock.transport.close()
 
@@ -331,7 +367,7 @@ class _SessionRun:
             await self._test_nat()  # steps 9-13
             await self._expect("punch")  # step 15
             await self._punch(remote)
-            await self.peer.send_control(messages.make("punched", token=self.peer.token, session=self.sid))
+            await self.peer.send_control(messages.make("punched", session=self.sid))
         await self._direct()
         return self.result
 
@@ -358,8 +394,7 @@ class _SessionRun:
         report = report_from_probes(self.variant, mapped)
         self.result.update(probes=[list(m) for m in mapped], mapped=[report.ip, report.port], delta=report.delta)
         await self.peer.send_control(
-            messages.make("report", token=self.peer.token, session=self.sid, ip=report.ip, port=report.port,
-                          delta=report.delta)
+            messages.make("report", session=self.sid, ip=report.ip, port=report.port, delta=report.delta)
         )
         self._mark("report")
 
@@ -402,13 +437,16 @@ class _SessionRun:
         self.result["punch_ports"] = ports
         self.phase = "punching"
         self._mark("punch")
-        self._burst(remote["ip"], ports)
+        self._burst(remote["ip"], ports, 0)
 
-    def _burst(self, ip: str, ports: list[int]) -> None:
+    def _burst(self, ip: str, ports: list[int], round_: int) -> None:
+        self._send(self.path.punches(ip, ports, round_))
+        self.result["punches_sent"] += len(ports)
+
+    def _send(self, datagrams: list[tuple[bytes, Address]]) -> None:
         assert self.sock is not None
-        for index, port in enumerate(ports, start=1):
-            self.sock.send_direct(Datagram(Kind.PUNCH, self.wire_sid, index), (ip, port))
-            self.result["punches_sent"] += 1
+        for data, addr in datagrams:
+            self.sock.sendto(data, addr)
 
     async def _direct(self) -> None:
         """Wait for the other side's punch (B) or reply (A), answer (step 17), then exchange data."""
@@ -416,7 +454,7 @@ class _SessionRun:
         self.phase = "waiting for a direct datagram"
         remote_ip = self.result["remote"]["ip"]
         ports = self.result["punch_ports"]
-        received: set[int] = set()
+        path = self.path
         deadline = self.peer.clock() + self.cfg.punch_timeout
         # Both sides repeat their burst (same destinations: no new NAT mapping) so that a punch the
         # far NAT dropped before its own side punched (step 15 on an address-restricted NAT) gets
@@ -427,48 +465,44 @@ class _SessionRun:
         data_done_by: float | None = None
         while True:
             now = self.peer.clock()
-            if self.result["direct"]:
-                if len(received) >= self.cfg.count or now >= data_done_by:  # type: ignore[operator]
+            if path.direct:
+                assert data_done_by is not None
+                if path.done or now >= data_done_by:
                     break
-                wait = data_done_by - now  # type: ignore[operator]
+                self._send(path.due(now))
+                wait = min(data_done_by, path.next_due() or data_done_by) - now
             else:
                 if now >= deadline:
                     raise TraversalFailed(
                         f"no direct datagram from {self.result['peer']} within {self.cfg.punch_timeout:g}s of punching"
                     )
                 if retries and now >= next_retry:
-                    self._burst(remote_ip, ports)
+                    self._burst(remote_ip, ports, self.cfg.punch_retries - retries + 1)
                     retries -= 1
                     retry_every *= 2
                     next_retry = now + retry_every
                 wait = min(deadline, next_retry) - now if retries else deadline - now
             try:
-                dgram, addr = await asyncio.wait_for(self.sock.direct.get(), max(wait, 0.001))
+                data, addr = await asyncio.wait_for(self.sock.direct.get(), max(wait, 0.001))
             except asyncio.TimeoutError:
                 continue
-            if dgram.session != self.wire_sid:
-                self.sock.ignored += 1
-                continue
-            if dgram.kind == Kind.PUNCH:
-                self.sock.send_direct(Datagram(Kind.REPLY, self.wire_sid, dgram.index), addr)  # step 17
-            if dgram.kind in (Kind.PUNCH, Kind.REPLY) and not self.result["direct"]:
-                self._direct_up(addr, dgram.index)
+            was_direct = path.direct
+            answers = path.receive(data, addr, self.peer.clock())
+            if path.direct and not was_direct:
+                self._direct_up()
                 data_done_by = self.peer.clock() + self.cfg.punch_timeout
-            elif dgram.kind == Kind.DATA and self.result["direct"]:
-                received.add(dgram.seq)
-                self.result["data_received"] = len(received)
-        self.result["ok"] = len(received) >= self.cfg.count
+            self._send(answers)
+            self.result["data_received"] = len(path.received)
+            self.result["data_acked"] = len(path.acked)
+        self.result["ok"] = len(path.received) >= self.cfg.count
         if not self.result["ok"]:
-            raise TraversalFailed(f"direct path up but only {len(received)}/{self.cfg.count} data datagrams arrived")
+            raise TraversalFailed(f"direct path up but only {len(path.received)}/{self.cfg.count} data datagrams arrived")
 
-    def _direct_up(self, addr: Address, index: int) -> None:
-        assert self.sock is not None
+    def _direct_up(self) -> None:
+        assert self.path.remote is not None
         self.result["direct"] = True
-        self.result["remote_endpoint"] = list(addr)
-        self.result["hit"] = index
+        self.result["remote_endpoint"] = list(self.path.remote)
+        self.result["hit"] = self.path.hit
         self.result["time_to_direct_ms"] = self._mark("direct")
         self.phase = "exchanging data"
-        for seq in range(self.cfg.count):
-            payload = f"{self.cfg.id}:{seq}".encode()
-            self.sock.send_direct(Datagram(Kind.DATA, self.wire_sid, 0, seq, payload), addr)
         self.result["data_sent"] = self.cfg.count

@@ -7,6 +7,13 @@ and dropped; nothing a remote sends can stop the server or touch another pair's 
 STUN is answered off the event loop, by a thread (and ``--stun-workers`` processes) running
 :mod:`dp2pt.aio.stun_fast`; the datagrams of the main UDP port that are not STUN come back to the
 loop through :meth:`LocationServer._udp_control`.
+
+Facing the internet (README, "Security"): a UDP login is answered by a stateless cookie no larger
+than the login, and only a login echoing it creates state; nothing is retransmitted to an address
+before that.  After login every control message is authenticated (:mod:`dp2pt.proto.link`).  TCP
+connections are capped per address and in total (:mod:`dp2pt.proto.admission`), must log in within
+``login_timeout`` (blank lines do not extend it), and a reader that does not drain its replies is
+read no further, then closed.  Errors are logged on one line, never as a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import socket
 import threading
 import time
@@ -23,11 +31,12 @@ from typing import Any, Callable
 
 from dp2pt.aio.stun_fast import StunPort, serve
 from dp2pt.aio.stun_workers import Workers, attach_steering
-from dp2pt.errors import RemoteProtocolError
-from dp2pt.proto import messages
+from dp2pt.errors import LocalProtocolError, RemoteProtocolError
+from dp2pt.proto import auth, messages
+from dp2pt.proto.admission import LOGIN_TIMEOUT, MAX_CONNS_PER_IP, Admission
+from dp2pt.proto.link import ControlLink
+from dp2pt.proto.registry import Action, LoggedIn, Lookup, Registry, ToConn, ToPeer, ToServer
 from dp2pt.proto.stun_server import StunAddresses
-from dp2pt.proto.registry import Action, Lookup, Registry, ToConn, ToPeer, ToServer
-from dp2pt.proto.reliable import ReliableLink
 
 log = logging.getLogger("dp2pt.server")
 
@@ -36,6 +45,12 @@ LOOKUP_TIMEOUT = 2.0
 SWEEP_INTERVAL = 5.0
 MAX_UDP_LINKS = 100_000
 STUN_THREAD_STOP = 1.0  # seconds to wait for the STUN thread at close
+FD_RESERVE = 32  # descriptors kept free for listening sockets, federation links, logs
+ACCEPT_BACKLOG = 100  # the listen backlog, which is also how many connections asyncio accepts in one go
+OUTPUT_HIGH_WATER = 16 * 1024  # bytes queued to a TCP connection above which we read no more from it ...
+DRAIN_TIMEOUT = 5.0  # ... until it drains, for at most this long (then it is closed as a slow reader)
+MAX_OUTPUT = 256 * 1024  # bytes queued to one TCP connection (others' events included) before it is closed
+SOCKET_SNDBUF = 64 * 1024  # kernel send buffer of a peer's connection: control messages are small
 FEDERATION_RETRY = (0.1, 2.0)  # first and largest delay between attempts to reach a peer server
 
 Address = tuple[str, int]
@@ -53,48 +68,76 @@ class ServerConfig:
     peer_servers: list[Address] = field(default_factory=list)
     accept_servers: list[str] = field(default_factory=list)  # more IPs allowed to link in as servers
     keepalive: float = KEEPALIVE
+    login_timeout: float = LOGIN_TIMEOUT
+    max_conns: int | None = None  # TCP connections in total; default: what the descriptor limit allows
+    max_conns_per_ip: int = MAX_CONNS_PER_IP  # 0: no cap
+
+    def conn_cap(self) -> int:
+        """The total TCP connection cap: ``max_conns``, never more than RLIMIT_NOFILE allows with a reserve
+        and a full accept batch on top (accepted before we can refuse them)."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        fd_cap = max(1, soft - FD_RESERVE - ACCEPT_BACKLOG) if soft != resource.RLIM_INFINITY else 1_000_000
+        return min(self.max_conns, fd_cap) if self.max_conns else fd_cap
 
 
 class _TcpConn:
     """A TCP control connection (a peer's login session, or a federation link)."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, stats: Counter[str], clock: Callable[[], float]) -> None:
         self.writer = writer
         self.peername = writer.get_extra_info("peername")
+        self.link = ControlLink("server", reliable=False)
+        self.deadline: float | None = None  # when the connection is closed unless it logs in / speaks again
+        self.deadline_stat = "login_timeouts"
+        self._stats = stats
+        self._clock = clock
+
+    @property
+    def ip(self) -> str:
+        return str(self.peername[0]) if self.peername else "?"
 
     def send(self, msg: dict[str, Any]) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(messages.encode(msg) + b"\n")
+        if self.writer.is_closing():
+            return
+        try:
+            data = self.link.send(msg, self._clock())
+        except LocalProtocolError:  # e.g. a delivered message too large once signed
+            self._stats["unsendable"] += 1
+            return
+        self.writer.write(data + b"\n")
+        if self.writer.transport.get_write_buffer_size() > MAX_OUTPUT:
+            self._stats["slow_readers"] += 1
+            self.writer.transport.abort()
 
     def __repr__(self) -> str:
         return f"tcp:{self.peername}"
 
 
 class _UdpConn:
-    """A UDP control association, keyed by the peer's address; reliable via ReliableLink."""
+    """A UDP control association, keyed by the peer's address, made only once the address is verified."""
 
-    def __init__(self, transport: "_UdpSender", addr: Address, clock: Callable[[], float]) -> None:
+    def __init__(self, transport: "_UdpSender", addr: Address, nonce: Any, stats: Counter[str],
+                 clock: Callable[[], float]) -> None:
         self.transport = transport
         self.addr = addr
-        self.link = ReliableLink()
+        self.nonce = nonce  # of the login that made it: a repeat of that login is a retransmission
+        self.link = ControlLink("server", reliable=True)
         self.last_seen = clock()
+        self._stats = stats
         self._clock = clock
 
     def send(self, msg: dict[str, Any]) -> None:
-        self.transport.sendto(self.link.send(msg, self._clock()), self.addr)
-
-    def __hash__(self) -> int:
-        return hash(("udp", self.addr))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _UdpConn) and other.addr == self.addr
+        try:
+            self.transport.sendto(self.link.send(msg, self._clock()), self.addr)
+        except LocalProtocolError:
+            self._stats["unsendable"] += 1
 
     def __repr__(self) -> str:
         return f"udp:{self.addr}"
 
 
 class _UdpSender:
-    """Sends control datagrams from the main UDP socket; a full send buffer drops (ReliableLink resends)."""
+    """Sends control datagrams from the main UDP socket; a full send buffer drops (the link resends)."""
 
     def __init__(self, sock: socket.socket, stats: Counter[str]) -> None:
         self.sock = sock
@@ -125,6 +168,9 @@ class LocationServer:
         self._stun_thread: threading.Thread | None = None
         self._stun_stop = -1
         self._udp_conns: dict[Address, _UdpConn] = {}
+        self._cookies = auth.Cookies()
+        self._tcp_admission = Admission(config.conn_cap(), config.max_conns_per_ip)
+        self._udp_admission = Admission(MAX_UDP_LINKS, config.max_conns_per_ip)
         self._links: dict[str, _TcpConn] = {}
         self._lookups: dict[int, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -138,7 +184,8 @@ class LocationServer:
         cfg = self.config
         try:
             tcp = await asyncio.start_server(
-                self._tcp_client, cfg.tcp[0], cfg.tcp[1], limit=messages.MAX_MESSAGE_SIZE + 2
+                self._tcp_client, cfg.tcp[0], cfg.tcp[1], limit=messages.MAX_MESSAGE_SIZE + 2,
+                backlog=ACCEPT_BACKLOG,
             )
             self._servers.append(tcp)
             self.addresses["tcp"] = tcp.sockets[0].getsockname()[:2]
@@ -180,7 +227,7 @@ class LocationServer:
         loop = asyncio.get_running_loop()
 
         def to_control(data: bytes, addr: Address) -> None:  # from the STUN thread to the event loop
-            loop.call_soon_threadsafe(self._udp_control, sender, data, addr)
+            loop.call_soon_threadsafe(self._udp_datagram, sender, data, addr)
 
         ports = [StunPort(sock, local, addrs, socks, self.stun_stats, to_control if sock is main else None,
                           batch=cfg.stun_batch) for local, sock in socks.items()]
@@ -246,6 +293,7 @@ class LocationServer:
             **{f"registry_{k}": v for k, v in self.registry.stats.items()},
             "logged_in": len(self.registry.logins),
             "open_sessions": len(self.registry.sessions),
+            "tcp_connections": len(self._tcp_admission),
         }
 
     def _spawn(self, coro: Any) -> None:
@@ -253,33 +301,109 @@ class LocationServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _internal_error(self, where: str, exc: Exception) -> None:
+        """A bug met by some input: counted and logged on one line; the server carries on."""
+        self.stats["internal_errors"] += 1
+        log.error("internal error on %s: %s: %s", where, type(exc).__name__, exc)
+
     # ---- UDP control (STUN is answered by dp2pt.aio.stun_fast) ----------------------------------
 
+    def _udp_datagram(self, transport: _UdpSender, data: bytes, addr: Address) -> None:
+        """A datagram on the main UDP port that is not STUN; a bad one never crashes the server."""
+        try:
+            self._udp_control(transport, data, addr)
+        except Exception as exc:
+            self._internal_error(f"datagram from {addr[0]}:{addr[1]}", exc)
+
     def _udp_control(self, transport: _UdpSender, data: bytes, addr: Address) -> None:
-        """A datagram on the main UDP port that is not STUN: the UDP control protocol."""
+        """UDP control: a login (cookie first), or an authenticated message of an existing association."""
         assert self.registry is not None
         try:
             msg = messages.decode(data)
         except RemoteProtocolError:
             self.stats["malformed_udp"] += 1
             return
+        now = self.clock()
         conn = self._udp_conns.get(addr)
+        if msg["type"] == "login":
+            self._udp_login(transport, conn, msg, len(data), addr, now)
+            return
         if conn is None:
-            if msg["type"] != "login" or len(self._udp_conns) >= MAX_UDP_LINKS:
-                self.stats["rejected_udp"] += 1
-                return
-            conn = self._udp_conns[addr] = _UdpConn(transport, addr, self.clock)
-        conn.last_seen = self.clock()
-        deliver, ack = conn.link.receive(msg)
+            self.stats["rejected_udp"] += 1
+            return
+        try:
+            deliver, ack = conn.link.receive(msg)
+        except RemoteProtocolError:
+            self.stats["unauthenticated_udp"] += 1
+            return
+        conn.last_seen = now
         if ack is not None:
             transport.sendto(ack, addr)
         if deliver is not None:
-            self._run(self.registry.on_message(conn, deliver, self.clock()))
+            self._run(self.registry.on_message(conn, deliver, now))
+
+    def _udp_login(self, transport: _UdpSender, conn: _UdpConn | None, msg: dict[str, Any],
+                   size: int, addr: Address, now: float) -> None:
+        """Spec steps 1-2 over UDP, after a return-routability check (a stateless cookie)."""
+        assert self.registry is not None
+        nonce = {"nonce": msg["nonce"]} if "nonce" in msg else {}
+        if not self._cookies.valid(msg.get("cookie"), addr, now):
+            # Unverified source: one answer, no state, no larger than the login.
+            reply = messages.encode(messages.make("cookie", cookie=self._cookies.issue(addr, now), **nonce))
+            if len(reply) > size:
+                self.stats["udp_login_too_small"] += 1
+                return
+            transport.sendto(reply, addr)
+            self.stats["cookies_sent"] += 1
+            return
+        if conn is not None:
+            if msg.get("nonce") == conn.nonce:
+                self.stats["udp_login_repeated"] += 1  # login_ok is on its way (retransmitted until acked)
+                return
+            self._udp_gone(conn)  # the address proved itself anew: a restarted peer replaces the old login
+        new = _UdpConn(transport, addr, msg.get("nonce"), self.stats, self.clock)
+        admitted, _ = self._udp_admission.admit(addr, addr[0])
+        if not admitted:
+            self.stats["refused_udp_logins"] += 1
+            new.send({**messages.make("error", code="busy", message="too many logins from your address"), **nonce})
+            return
+        self._run(self.registry.login(new, msg, addr[0], now))
+        if new in self.registry.ids_by_conn:
+            self._udp_conns[addr] = new
+        else:
+            self._udp_admission.release(addr)
+
+    def _udp_gone(self, conn: _UdpConn) -> None:
+        assert self.registry is not None
+        del self._udp_conns[conn.addr]
+        self._udp_admission.release(conn.addr)
+        self._run(self.registry.on_disconnect(conn))
 
     # ---- TCP: peers and federation links -----------------------------------------------------
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._serve_link(_TcpConn(writer), reader, timeout=3 * self.config.keepalive, outbound=False)
+        conn = _TcpConn(writer, self.stats, self.clock)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SNDBUF)
+        writer.transport.set_write_buffer_limits(high=OUTPUT_HIGH_WATER)
+        admitted, evicted = self._tcp_admission.admit(conn, conn.ip)
+        if evicted is not None:
+            self.stats["evicted_anonymous"] += 1
+            evicted.writer.transport.abort()  # type: ignore[attr-defined]
+        if not admitted:
+            self.stats["refused_connections"] += 1
+            writer.transport.abort()
+            return
+        try:
+            await self._serve_link(conn, reader, outbound=False)
+        except asyncio.CancelledError:
+            pass  # the server is closing: end quietly (asyncio would log a cancelled handler as an error)
+        except Exception as exc:  # never an "Unhandled exception in client_connected_cb"
+            self._internal_error(f"connection {conn}", exc)
+        finally:
+            self._tcp_admission.release(conn)
+            writer.close()
 
     async def _federation_link(self, addr: Address) -> None:
         """Keep a link to another location server of the federation (FIG. 4), reconnecting if it drops."""
@@ -292,65 +416,126 @@ class LocationServer:
                 delay = min(delay * 2, FEDERATION_RETRY[1])
                 continue
             delay = FEDERATION_RETRY[0]
-            conn = _TcpConn(writer)
+            conn = _TcpConn(writer, self.stats, self.clock)
             conn.send(messages.make("hello", server=self.config.name))
-            await self._serve_link(conn, reader, timeout=None, outbound=True)
+            try:
+                await self._serve_link(conn, reader, outbound=True)
+            except Exception as exc:
+                self._internal_error(f"federation link {conn}", exc)
+            finally:
+                writer.close()
             await asyncio.sleep(delay)
 
-    async def _serve_link(self, conn: _TcpConn, reader: asyncio.StreamReader, timeout: float | None,
-                          outbound: bool) -> None:
+    async def _serve_link(self, conn: _TcpConn, reader: asyncio.StreamReader, outbound: bool) -> None:
         """Serve one TCP connection: a peer's login session, or a federation link once ``hello`` is seen.
 
+        A peer connection must log in within ``login_timeout``; after that it stays while it sends an
+        authenticated message at least every 3 keepalives (blank or rejected lines extend nothing).
         Only the addresses of ``--peer-server`` (and ``accept_servers``) may say ``hello``: anyone
         else claiming to be a server could deliver forged sessions to our peers.
         """
         assert self.registry is not None
         server_name: str | None = None
+        peer: str | None = None
+        if not outbound:
+            self._expire_at(conn, self.clock() + self.config.login_timeout, "login_timeouts")
         try:
-            async for msg in self._lines(reader, timeout):
+            while True:
+                line = await self._read_line(reader)
+                if line is None:
+                    return
                 try:
-                    if msg["type"] == "hello" and server_name is None:
+                    msg = messages.decode(line)
+                except RemoteProtocolError:
+                    self.stats["malformed_tcp"] += 1
+                    continue
+                try:
+                    if server_name is not None:
+                        self._from_server(server_name, msg)
+                    elif peer is not None:
+                        if self._peer_message(conn, msg):
+                            conn.deadline = self.clock() + 3 * self.config.keepalive
+                    elif msg["type"] == "hello":
                         if conn.peername is None or conn.peername[0] not in self._trusted_ips:
                             self.stats["rejected_hello"] += 1
                             return
                         server_name = msg["server"]
+                        conn.deadline = None
+                        self._tcp_admission.logged_in(conn)
                         self._links.setdefault(server_name, conn)
                         if not outbound:
                             conn.send(messages.make("hello", server=self.config.name))
-                    elif server_name is not None:
-                        self._from_server(server_name, msg)
+                    elif msg["type"] == "login":
+                        self._run(self.registry.login(conn, msg, conn.ip, self.clock()))
+                        peer = self.registry.ids_by_conn.get(conn)
+                        if peer is not None:
+                            conn.deadline = self.clock() + 3 * self.config.keepalive
+                            conn.deadline_stat = "idle_timeouts"
                     else:
-                        self._run(self.registry.on_message(conn, msg, self.clock()))
-                except Exception:  # one bad message never ends the server, nor this link
-                    self.stats["internal_errors"] += 1
-                    log.exception("message from %s", conn)
+                        self.stats["not_logged_in"] += 1
+                        conn.send(messages.make("error", code="auth", message="log in first"))
+                except Exception as exc:  # one bad message never ends the server, nor this link
+                    self._internal_error(f"message from {conn}", exc)
+                if conn.writer.transport.get_write_buffer_size() > OUTPUT_HIGH_WATER:
+                    try:  # read no more from a client that does not read what we answer
+                        await asyncio.wait_for(conn.writer.drain(), DRAIN_TIMEOUT)
+                    except asyncio.TimeoutError:
+                        self.stats["slow_readers"] += 1
+                        return
+                    except ConnectionError:
+                        return
         finally:
+            conn.deadline = None
             if server_name is not None:
                 if self._links.get(server_name) is conn:
                     del self._links[server_name]
             else:
                 self._run(self.registry.on_disconnect(conn))
-            conn.writer.close()
 
-    async def _lines(self, reader: asyncio.StreamReader, timeout: float | None):  # type: ignore[no-untyped-def]
-        """Yield validated messages; malformed lines are counted and skipped, oversized ones end the link."""
+    def _expire_at(self, conn: _TcpConn, deadline: float, stat: str) -> None:
+        """Close ``conn`` at its deadline; moving ``conn.deadline`` later (a login, an authentic message)
+        postpones it, ``None`` cancels it.  One timer per connection, re-armed only when it fires."""
+        conn.deadline, conn.deadline_stat = deadline, stat
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            if conn.deadline is None:
+                return
+            left = conn.deadline - self.clock()
+            if left > 0:
+                loop.call_later(left, check)
+                return
+            self.stats[conn.deadline_stat] += 1
+            conn.writer.transport.abort()
+
+        loop.call_later(max(deadline - self.clock(), 0.0), check)
+
+    def _peer_message(self, conn: _TcpConn, msg: dict[str, Any]) -> bool:
+        """A logged-in peer's message: True if it was authentic (it keeps the connection alive)."""
+        assert self.registry is not None
+        try:
+            deliver, _ = conn.link.receive(msg)
+        except RemoteProtocolError:
+            self.stats["unauthenticated_tcp"] += 1
+            return False
+        if deliver is not None:
+            self._run(self.registry.on_message(conn, deliver, self.clock()))
+        return True
+
+    async def _read_line(self, reader: asyncio.StreamReader) -> bytes | None:
+        """The next non-blank line, or None: closed (also by its deadline) or oversized."""
         while True:
             try:
-                line = await asyncio.wait_for(reader.readline(), timeout)
-            except (asyncio.TimeoutError, ConnectionError):
-                self.stats["tcp_timeouts"] += 1
-                return
+                line = await reader.readline()
+            except ConnectionError:
+                return None
             except (asyncio.LimitOverrunError, ValueError):
                 self.stats["oversized_tcp"] += 1
-                return
+                return None
             if not line:
-                return
-            if not line.strip():
-                continue
-            try:
-                yield messages.decode(line)
-            except RemoteProtocolError:
-                self.stats["malformed_tcp"] += 1
+                return None
+            if line.strip():
+                return line
 
     def _from_server(self, server: str, msg: dict[str, Any]) -> None:
         assert self.registry is not None
@@ -378,6 +563,10 @@ class LocationServer:
                     link.send(action.msg)
             elif isinstance(action, Lookup):
                 self._lookup(action)
+            elif isinstance(action, LoggedIn):
+                action.conn.link.authenticate(action.key)  # type: ignore[attr-defined]
+                if isinstance(action.conn, _TcpConn):
+                    self._tcp_admission.logged_in(action.conn)
 
     def _lookup(self, action: Lookup) -> None:
         if not self._links:
@@ -385,7 +574,7 @@ class LocationServer:
             return
         self._lookups[action.q] = set(self._links)
         for link in self._links.values():
-            link.send(messages.make("lookup", q=action.q, id=action.peer_id))
+            link.send(messages.make("lookup", q=action.q, id=action.peer_id, **{"from": action.requester}))
         asyncio.get_running_loop().call_later(LOOKUP_TIMEOUT, self._lookup_expired, action.q)
 
     def _lookup_answer(self, q: int, server: str, found: bool) -> None:
@@ -407,17 +596,19 @@ class LocationServer:
         last_sweep = self.clock()
         while True:
             await asyncio.sleep(0.05)
-            now = self.clock()
-            for addr, conn in list(self._udp_conns.items()):
-                if conn.link.idle:
-                    continue
-                resend, _lost = conn.link.due(now)
-                for data in resend:
-                    conn.transport.sendto(data, addr)
-            if now - last_sweep > SWEEP_INTERVAL:
+            try:
+                now = self.clock()
                 for addr, conn in list(self._udp_conns.items()):
-                    if now - conn.last_seen > 3 * self.config.keepalive:
-                        del self._udp_conns[addr]
-                        self._run(self.registry.on_disconnect(conn))
-                self.registry.sweep(now)
-                last_sweep = now
+                    if conn.link.idle:
+                        continue
+                    resend, _lost = conn.link.due(now)
+                    for data in resend:
+                        conn.transport.sendto(data, addr)
+                if now - last_sweep > SWEEP_INTERVAL:
+                    for conn in list(self._udp_conns.values()):
+                        if now - conn.last_seen > 3 * self.config.keepalive:
+                            self._udp_gone(conn)
+                    self.registry.sweep(now)
+                    last_sweep = now
+            except Exception as exc:  # housekeeping must outlive any bug it meets
+                self._internal_error("housekeeping", exc)

@@ -1,15 +1,23 @@
 """The location server's logic, sans-IO: login, pairing, and relaying the testing-NAT reports.
 
-Theory of operation.  A peer logs in (spec steps 1-2) and gets a token; every later message must
-carry it.  ``connect`` from B pairs B with A and opens a *session*, owned by B's server.  The
-session walks the table :data:`TRANSITIONS`:
+Theory of operation.  A peer logs in (spec steps 1-2) and gets a login key; the connection layer
+(:mod:`dp2pt.proto.link`) authenticates every later message with it, so a message from a connection
+is from the peer that logged in on it.  ``connect`` from B pairs B with A and opens a *session*,
+owned by B's server, with a fresh session key for the pair's direct datagrams.  The session walks
+the table :data:`TRANSITIONS`:
 
-    testing-a   A probes its NAT and reports x2, dx2 (steps 3-7)  -> relayed to B (step 8)
+    testing-a   A consents by probing its NAT and reporting x2, dx2 (steps 3-7) -> relayed to B
+                (step 8); or A declines and B is told so (A's address never reaches B)
     testing-b   B probes and reports y2, dy2 (steps 9-13)          -> relayed to A (step 14),
                                                                       B is told to punch (step 15)
     punching-b  B says it punched                                  -> A is told to punch (step 16)
     punching-a  both report their results (step 17 happened, or not)
     done
+
+A listener may name the ids allowed to reach it (``allow`` in its login); anyone else's connect is
+answered exactly as if the listener were not logged in.  A report must name the address the peer
+logged in from, so nobody can aim the other side's punches at a third party.  A peer's connects are
+rate-limited and its open sessions capped (:class:`Limits`).
 
 In a federation (FIG. 4) A may be logged in to another server: messages for A leave as ``deliver``
 to A's server, and A's messages for the session come back ``upstream`` (steps 7-1 and 13-1).  The
@@ -19,20 +27,26 @@ lists; the asyncio layer (:mod:`dp2pt.aio.server`) moves the bytes.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
 from dp2pt.errors import Dp2ptError
-from dp2pt.proto import messages
+from dp2pt.proto import auth, messages
+from dp2pt.proto.admission import TokenBucket
 from dp2pt.proto.messages import VARIANTS, make
 from dp2pt.proto.schedules import SCHEDULES, punch_count
 
 MAX_K = 64
-UPSTREAM_TYPES = ("report", "punched", "result")  # what A's server may pass on for A (steps 7-1, ...)
+UPSTREAM_TYPES = ("report", "punched", "result", "decline")  # what A's server may pass on for A (steps 7-1, ...)
 SESSION_MAX_AGE = 60.0  # seconds a session may stay unfinished before it is swept
 MAX_ID_LENGTH = 64
+MAX_ALLOW = 256  # ids in a listener's allow list
+MAX_ERROR_TEXT = 200  # characters of an error message (it may quote what the remote sent)
+_SESSION_ID = re.compile(r"[0-9a-f]{16}")
 
 Conn = Hashable
 Msg = dict[str, Any]
@@ -64,17 +78,38 @@ class ToServer:
 
 @dataclass(frozen=True)
 class Lookup:
-    """Ask the federation which server has peer ``peer_id``; answer with :meth:`Registry.lookup_done`."""
+    """Ask the federation which server has peer ``peer_id`` for ``requester``; answer with :meth:`Registry.lookup_done`."""
 
     q: int
     peer_id: str
+    requester: str
 
 
-Action = ToConn | ToPeer | ToServer | Lookup
+@dataclass(frozen=True)
+class LoggedIn:
+    """``conn`` is now peer ``peer``'s: authenticate its traffic with ``key`` from here on."""
+
+    conn: Conn
+    peer: str
+    key: bytes
+
+
+Action = ToConn | ToPeer | ToServer | Lookup | LoggedIn
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one peer may ask of the server."""
+
+    connect_burst: int = 10  # connects at once ...
+    connect_rate: float = 1.0  # ... then this many per second
+    sessions_per_peer: int = 4  # open sessions a peer started (role B)
+    sessions_per_target: int = 16  # open sessions a listener is in (role A)
 
 #: (state, event, role) -> next state.  Anything else is a protocol error.
 TRANSITIONS: dict[tuple[str, str, str], str] = {
     ("testing-a", "report", "A"): "testing-b",
+    ("testing-a", "decline", "A"): "done",
     ("testing-b", "report", "B"): "punching-b",
     ("punching-b", "punched", "B"): "punching-a",
     ("punching-a", "result", "A"): "punching-a",
@@ -97,6 +132,7 @@ class Session:
     k: int
     schedule: str
     created: float
+    key: str = ""
     state: str = "testing-a"
     results: dict[str, bool] = field(default_factory=dict)
 
@@ -110,7 +146,13 @@ class Session:
 @dataclass
 class _Login:
     conn: Conn
-    token: str
+    key: bytes
+    ip: str
+    allow: frozenset[str] | None
+    connects: TokenBucket
+
+    def allows(self, peer: str) -> bool:
+        return self.allow is None or peer in self.allow
 
 
 class Registry:
@@ -121,13 +163,15 @@ class Registry:
         name: str,
         stun: list[tuple[str, int]],
         federated: bool = False,
-        new_token: Callable[[], str] = lambda: secrets.token_hex(16),
+        limits: Limits = Limits(),
+        new_key: Callable[[], str] = auth.new_key,
         new_session_id: Callable[[], str] = lambda: secrets.token_hex(8),
     ) -> None:
         self.name = name
         self.stun = stun
         self.federated = federated
-        self._new_token = new_token
+        self.limits = limits
+        self._new_key = new_key
         self._new_session_id = new_session_id
         self.logins: dict[str, _Login] = {}
         self.ids_by_conn: dict[Conn, str] = {}
@@ -139,20 +183,45 @@ class Registry:
 
     # ---- events from peers -------------------------------------------------------------------
 
+    def login(self, conn: Conn, msg: Msg, ip: str, now: float) -> list[Action]:
+        """Spec steps 1-2: a ``login`` from ``conn``, whose source address ``ip`` the caller has verified
+        (a TCP connection, or a UDP login that echoed its cookie)."""
+        peer = msg["id"]
+        nonce = {"nonce": msg["nonce"]} if "nonce" in msg else {}
+        allow = msg.get("allow")
+        problem = None
+        if not peer or len(peer) > MAX_ID_LENGTH or not peer.isprintable():
+            problem = "bad-id", f"peer id must be 1-{MAX_ID_LENGTH} printable characters"
+        elif allow is not None and (len(allow) > MAX_ALLOW or not all(isinstance(a, str) for a in allow)):
+            problem = "bad-request", f"allow must list at most {MAX_ALLOW} peer ids"
+        elif conn in self.ids_by_conn:
+            problem = "logged-in", "this connection is already logged in"
+        elif peer in self.logins:
+            problem = "id-in-use", f"peer id {peer!r} is already logged in"
+        if problem:
+            self.stats["rejected"] += 1
+            return [ToConn(conn, {**_error(*problem), **nonce})]
+        key = self._new_key()
+        bucket = TokenBucket(self.limits.connect_burst, self.limits.connect_rate, now)
+        self.logins[peer] = _Login(conn, bytes.fromhex(key), ip, None if allow is None else frozenset(allow), bucket)
+        self.ids_by_conn[conn] = peer
+        self.stats["logins"] += 1
+        stun = [[host, port] for host, port in self.stun]
+        ok = make("login_ok", key=key, server=self.name, stun=stun, **nonce)
+        return [LoggedIn(conn, peer, bytes.fromhex(key)), ToConn(conn, ok)]
+
     def on_message(self, conn: Conn, msg: Msg, now: float) -> list[Action]:
-        """A validated control message from a peer connection."""
+        """An authenticated control message from a logged-in peer's connection."""
         type_ = msg["type"]
-        if type_ == "login":
-            return self._login(conn, msg["id"])
-        peer = self._authenticate(conn, msg)
+        peer = self.ids_by_conn.get(conn)
         if peer is None:
             self.stats["rejected"] += 1
-            return [ToConn(conn, _error("auth", "not logged in, or wrong token"))]
+            return [ToConn(conn, _error("auth", "not logged in"))]
         if type_ == "ping":
             return [ToPeer(peer, make("pong"))]
         if type_ == "connect":
             return self._connect(peer, msg, now)
-        if type_ in ("report", "punched", "result"):
+        if type_ in ("report", "punched", "result", "decline"):
             return self._session_event(peer, msg, from_server=None)
         self.stats["rejected"] += 1
         return [ToPeer(peer, _error("unexpected", f"a peer does not send {type_!r}"))]
@@ -178,7 +247,8 @@ class Registry:
         """A validated message from another location server of the federation."""
         type_ = msg["type"]
         if type_ == "lookup":
-            found = msg["id"] in self.logins
+            login = self.logins.get(msg["id"])
+            found = login is not None and login.allows(str(msg.get("from", "")))
             return [ToServer(server, make("lookup_result", q=msg["q"], id=msg["id"], found=found))]
         if type_ == "deliver":
             inner = msg["msg"]
@@ -209,7 +279,7 @@ class Registry:
         if peer not in self.logins:
             return []
         if server is None:
-            return [ToPeer(peer, _error("unknown-peer", f"no peer {msg['target']!r} is logged in"))]
+            return [ToPeer(peer, _unknown_peer(msg["target"]))]
         return self._open_session(peer, msg, Participant(msg["target"], server), now)
 
     def sweep(self, now: float) -> None:
@@ -223,31 +293,6 @@ class Registry:
             del self._pending[q]
 
     # ---- internals ---------------------------------------------------------------------------
-
-    def _login(self, conn: Conn, peer: str) -> list[Action]:
-        """Spec steps 1-2: register the id, issue a token."""
-        if not peer or len(peer) > MAX_ID_LENGTH or not peer.isprintable():
-            self.stats["rejected"] += 1
-            return [ToConn(conn, _error("bad-id", f"peer id must be 1-{MAX_ID_LENGTH} printable characters"))]
-        current = self.logins.get(peer)
-        if current is not None and current.conn != conn:
-            self.stats["rejected"] += 1
-            return [ToConn(conn, _error("id-in-use", f"peer id {peer!r} is already logged in"))]
-        old = self.ids_by_conn.get(conn)
-        if old is not None and old != peer:
-            self.logins.pop(old, None)
-        token = self._new_token()
-        self.logins[peer] = _Login(conn, token)
-        self.ids_by_conn[conn] = peer
-        self.stats["logins"] += 1
-        stun = [[host, port] for host, port in self.stun]
-        return [ToConn(conn, make("login_ok", token=token, server=self.name, stun=stun))]
-
-    def _authenticate(self, conn: Conn, msg: Msg) -> str | None:
-        peer = self.ids_by_conn.get(conn)
-        if peer is None or not secrets.compare_digest(str(msg.get("token", "")), self.logins[peer].token):
-            return None
-        return peer
 
     def _connect(self, peer: str, msg: Msg, now: float) -> list[Action]:
         target = msg["target"]
@@ -263,13 +308,27 @@ class Registry:
         if problem:
             self.stats["rejected"] += 1
             return [ToPeer(peer, _error("bad-request", problem))]
-        if target in self.logins:
+        if not self.logins[peer].connects.take(now):
+            self.stats["connects_limited"] += 1
+            return [ToPeer(peer, _error("busy", "too many connect requests; try again later"))]
+        if self._open_count(peer, "B") >= self.limits.sessions_per_peer:
+            self.stats["connects_limited"] += 1
+            return [ToPeer(peer, _error("busy", f"at most {self.limits.sessions_per_peer} open sessions per peer"))]
+        login = self.logins.get(target)
+        if login is not None and login.allows(peer):
+            if self._open_count(target, "A") >= self.limits.sessions_per_target:
+                self.stats["connects_limited"] += 1
+                return [ToPeer(peer, _error("busy", f"peer {target!r} has too many sessions open"))]
             return self._open_session(peer, msg, Participant(target, None), now)
-        if not self.federated:
-            return [ToPeer(peer, _error("unknown-peer", f"no peer {target!r} is logged in"))]
+        if login is not None or not self.federated:
+            # Not allowed reads exactly like not logged in: the allow list hides the listener.
+            return [ToPeer(peer, _unknown_peer(target))]
         self._next_q += 1
         self._pending[self._next_q] = (peer, msg, now)
-        return [Lookup(self._next_q, target)]
+        return [Lookup(self._next_q, target, peer)]
+
+    def _open_count(self, peer: str, role: str) -> int:
+        return sum(1 for s in self.sessions.values() if s.participant(role).peer == peer)
 
     def _open_session(self, peer: str, msg: Msg, a: Participant, now: float) -> list[Action]:
         session = Session(
@@ -280,25 +339,32 @@ class Registry:
             k=punch_count(msg["variant"], msg["k"]),
             schedule=msg["schedule"],
             created=now,
+            key=self._new_key(),
         )
         self.sessions[session.id] = session
         self.stats["sessions"] += 1
-        common = dict(session=session.id, variant=session.variant, k=session.k, schedule=session.schedule)
+        common = dict(session=session.id, variant=session.variant, k=session.k, schedule=session.schedule,
+                      key=session.key)
         return self._to(session, "A", make("session", role="A", peer=session.b.peer, **common)) + self._to(
             session, "B", make("session", role="B", peer=session.a.peer, **common)
         )
 
     def _session_event(self, peer: str, msg: Msg, from_server: str | None) -> list[Action]:
         sid = msg["session"]
+        if from_server is None and msg["type"] == "report":
+            problem = _report_problem(msg, self.logins[peer].ip)
+            if problem:
+                self.stats["rejected"] += 1
+                return [ToPeer(peer, _error("bad-report", problem, sid))]
         if from_server is None and sid in self.proxied:
             # We hold A for a session owned by another server: steps 7-1 / the punched/result path.
-            inner = {**msg, "token": ""}  # the token is ours to check, not the owner's
+            inner = {k: v for k, v in msg.items() if k not in ("n", "mac")}  # our link's, not the owner's
             return [ToServer(self.proxied[sid][0], make("upstream", **{"from": peer, "msg": inner}))]
         session = self.sessions.get(sid)
         role = session.role_of(peer) if session else None
         if session is None or role is None or session.participant(role).server != from_server:
             self.stats["rejected"] += 1
-            error = _error("no-session", f"no session {sid!r} of yours", sid)
+            error = _error("no-session", "no such session of yours", sid)
             return [ToPeer(peer, error)] if from_server is None else []
         event = msg["type"]
         next_state = TRANSITIONS.get((session.state, event, role))
@@ -319,6 +385,10 @@ class Registry:
             )
         if msg["type"] == "punched":  # step 16
             return self._to(session, "A", make("punch", session=sid, step=16))
+        if msg["type"] == "decline":  # A did not consent: B learns nothing of A's address
+            self.stats["sessions_declined"] += 1
+            del self.sessions[sid]
+            return self._to(session, "B", _error("declined", f"peer {session.a.peer} declined the session", sid))
         session.results[role] = msg["ok"]
         if len(session.results) == 2:
             self.stats["sessions_direct" if all(session.results.values()) else "sessions_failed"] += 1
@@ -336,8 +406,36 @@ def _relay(report: Msg, sid: str, step: int) -> Msg:
     return make("peer_report", session=sid, ip=report["ip"], port=report["port"], delta=report["delta"], step=step)
 
 
+def _unknown_peer(target: str) -> Msg:
+    return _error("unknown-peer", f"no peer {target!r} is logged in")
+
+
 def _error(code: str, text: str, session: str | None = None) -> Msg:
+    """An error message, short whatever it quotes; names the session only if it is a well-formed id."""
+    if len(text) > MAX_ERROR_TEXT:
+        text = text[: MAX_ERROR_TEXT - 3] + "..."
     msg = make("error", code=code, message=text)
-    if session is not None:
+    if session is not None and _SESSION_ID.fullmatch(session):
         msg["session"] = session
     return msg
+
+
+def _report_problem(report: Msg, login_ip: str) -> str | None:
+    """What is wrong with a peer's report (steps 7, 13), checked where the peer logged in (also for a
+    proxied session): the address must be its own, or the other side would punch at a third party."""
+    if not 1 <= report["port"] <= 65535 or not -65535 <= report["delta"] <= 65535:
+        return "the report's port or delta is out of range"
+    if not _same_host(report["ip"], login_ip):
+        return f"the report names {report['ip']} but you log in from {login_ip}"
+    return None
+
+
+def _same_host(a: str, b: str) -> bool:
+    """Whether two textual IP addresses are one host (an IPv4-mapped IPv6 address equals its IPv4)."""
+    try:
+        x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return False
+    x = getattr(x, "ipv4_mapped", None) or x
+    y = getattr(y, "ipv4_mapped", None) or y
+    return x == y
