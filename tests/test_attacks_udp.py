@@ -1,0 +1,153 @@
+"""Issue 13's attacks on UDP control, tried on loopback against a real server: reflection, forged-source
+takeover, forged sequence numbers.  Each must fail, and an honest pair must still go direct afterwards."""
+
+import asyncio
+import json
+import os
+import socket
+
+import pytest
+
+from dp2pt.aio.control import UDP_LOGIN_SIZE
+from dp2pt.aio.peer import Peer, PeerConfig
+from dp2pt.errors import ServerUnreachable
+from dp2pt.proto import stun
+from tests.loopback import location_server
+from tests.spoof import Spoofer, needs_root
+from tests.test_e2e_loopback import check_direct
+
+QUIET = 1.0  # seconds of silence after which no more answers are expected (the first retransmission is at 0.2 s)
+STUN_REPLY_MAX = 64  # a Binding response: header, XOR-MAPPED-ADDRESS, SOFTWARE, FINGERPRINT
+
+
+def padded_login(peer="A", **extra):
+    msg = {"type": "login", "id": peer, "nonce": "0123456789abcdef", **extra}
+    data = json.dumps(msg).encode()
+    return json.dumps({**msg, "pad": "0" * max(0, UDP_LOGIN_SIZE - len(data) - 9)}).encode()
+
+
+#: Requests anyone can send without having proved its address, and what they may get back.
+UNVERIFIED_REQUESTS = {
+    "login (padded, no cookie)": padded_login(),
+    "login (25 bytes, the issue's)": b'{"type":"login","id":"A"}',
+    "login (forged cookie)": padded_login(cookie="0" * 40),
+    "ping": b'{"type":"ping","n":1,"mac":"' + b"0" * 32 + b'"}',
+    "connect": b'{"type":"connect","target":"A","variant":"basic","k":1,"schedule":"diagram1","n":1}',
+    "ack": b'{"type":"ack","n":1}',
+    "garbage": os.urandom(200),
+    "deep JSON": b'{"type":"login","id":' + b"[" * 3000 + b"]" * 3000 + b"}",
+}
+
+
+async def answers(sock: socket.socket, quiet: float = QUIET) -> list[bytes]:
+    """Everything that arrives on ``sock`` until it has been quiet for ``quiet`` seconds (at most 50)."""
+    loop = asyncio.get_running_loop()
+    got: list[bytes] = []
+    while len(got) < 50:
+        try:
+            data, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 65535), quiet)
+        except asyncio.TimeoutError:
+            break
+        got.append(data)
+    return got
+
+
+def udp_socket(host="127.0.0.1"):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    sock.setblocking(False)
+    return sock
+
+
+def test_no_udp_request_is_answered_with_more_bytes_before_the_address_is_verified():
+    async def main():
+        async with location_server() as server:
+            requests = {**UNVERIFIED_REQUESTS, "STUN Binding": bytes(stun.binding_request())}
+            socks = {kind: udp_socket() for kind in requests}  # one source address per request
+            try:
+                for kind, request in requests.items():
+                    socks[kind].sendto(request, server.addresses["udp"])
+                got = await asyncio.gather(*(answers(socks[kind]) for kind in requests))
+            finally:
+                for sock in socks.values():
+                    sock.close()
+            replies = {kind: (len(requests[kind]), g) for kind, g in zip(requests, got)}
+            return replies, server.snapshot(), dict(server._udp_conns)
+
+    replies, stats, associations = asyncio.run(main())
+    for kind, (sent, got) in replies.items():
+        if kind == "STUN Binding":  # RFC 8489: any client may ask; one small answer of fixed size
+            assert len(got) == 1 and len(got[0]) <= STUN_REPLY_MAX, (kind, got)
+        else:
+            assert len(got) <= 1 and sum(map(len, got)) <= sent, (kind, sent, got)
+    assert len(replies["login (padded, no cookie)"][1]) == 1  # the cookie
+    assert replies["login (25 bytes, the issue's)"][1] == []  # too small to carry the cookie back
+    assert associations == {} and stats["logged_in"] == 0 and stats.get("internal_errors", 0) == 0
+
+
+@needs_root
+def test_a_forged_login_reflects_nothing_larger_to_the_victim_and_keeps_no_state():
+    async def main():
+        async with location_server() as server:
+            with udp_socket("127.0.0.66") as victim, Spoofer() as spoofer:
+                victim_addr = victim.getsockname()
+                for request in (b'{"type":"login","id":"A"}', padded_login(), padded_login("B", cookie="1" * 40)):
+                    spoofer.send(victim_addr, server.addresses["udp"], request)
+                got = await answers(victim, quiet=1.6)  # long enough for two retransmissions, were there any
+            return got, server.snapshot(), dict(server._udp_conns)
+
+    got, stats, associations = asyncio.run(main())
+    assert len(got) == 2 and all(json.loads(d)["type"] == "cookie" and len(d) <= UDP_LOGIN_SIZE for d in got)
+    assert associations == {} and stats["logged_in"] == 0
+
+
+def _forged_control(n):
+    """What an off-path attacker can make: any type, any number, but no valid MAC."""
+    kinds = [{"type": "pong"}, {"type": "ping"}, {"type": "ack", "n": n},
+             {"type": "connect", "target": "A", "variant": "basic", "k": 1, "schedule": "diagram1"},
+             {"type": "session", "session": "00112233445566ff", "role": "A", "peer": "X", "variant": "basic",
+              "k": 1, "schedule": "diagram1", "key": "0" * 32}]
+    msg = {"n": n, "mac": os.urandom(16).hex(), **kinds[n % len(kinds)]}
+    return json.dumps(msg).encode()
+
+
+@needs_root
+def test_forged_sources_cannot_rename_a_udp_login_nor_silence_it():
+    """The issue: one forged datagram renamed a UDP-logged-in peer, so a thief logged in under its id and
+    an honest connect went direct to the thief; forged future sequence numbers made A's later messages
+    duplicates.  Here the forger sends all of that from A's address, and from the server's to A."""
+    async def main():
+        async with location_server() as server:
+            udp = server.addresses["udp"]
+            cfg = {"timeout": 5.0, "punch_timeout": 1.0}
+            async with Peer(PeerConfig(id="A", server=udp, udp_control=True, **cfg)) as a:
+                a_addr = a._control._transport.get_extra_info("sockname")
+                with Spoofer() as spoofer, udp_socket() as thief:
+                    # A cookie the thief got for its own address is worthless from A's.
+                    thief.sendto(padded_login("thief"), udp)
+                    (cookie_reply,) = await answers(thief, quiet=0.5)
+                    cookie = json.loads(cookie_reply)["cookie"]
+                    for forged in (padded_login("thief"), padded_login("thief", cookie=cookie),
+                                   b'{"type":"login","id":"thief"}'):
+                        spoofer.send(a_addr, udp, forged)
+                    for n in range(1, 201):  # bounded: 200 forged messages each way
+                        spoofer.send(a_addr, udp, _forged_control(n))
+                        spoofer.send(udp, a_addr, _forged_control(n))
+                await asyncio.sleep(0.3)
+                with pytest.raises(ServerUnreachable, match="already logged in"):
+                    async with Peer(PeerConfig(id="A", server=udp, udp_control=True, **cfg)):
+                        pass
+                owner = server.registry.logins["A"].conn
+                results = []
+                async with Peer(PeerConfig(id="B", server=udp, udp_control=True, **cfg)) as b:
+                    listener = asyncio.ensure_future(a.listen(results.append, sessions=1))
+                    result_b = await b.connect("A")
+                    await asyncio.wait_for(listener, 5.0)
+                rejected_by_a = a._control.rejected
+            return owner.addr, a_addr, results[0], result_b, server.snapshot(), rejected_by_a
+
+    owner, a_addr, result_a, result_b, stats, rejected_by_a = asyncio.run(main())
+    assert tuple(owner) == tuple(a_addr[:2])  # the login "A" is still A's association
+    check_direct(result_a, result_b)  # and B reached A itself, through A's own messages numbered 1, 2, ...
+    assert stats["unauthenticated_udp"] >= 200 and stats.get("internal_errors", 0) == 0
+    assert rejected_by_a >= 200  # A dropped every forged "server" message, the forged session among them
