@@ -5,14 +5,14 @@ The server's memory and descriptors stay bounded and an honest pair still goes d
 import asyncio
 import json
 import resource
-import select
 import signal
 import socket
 import subprocess
 import time
 
 from dp2pt.aio.peer import Peer, PeerConfig
-from lab.bench_mem import rss_kib
+from lab.bench.abuse import flood
+from lab.bench.memory import rss_kib
 from tests.procs import DP2PT, free_port
 from tests.test_e2e_loopback import check_direct
 
@@ -52,26 +52,6 @@ def honest_pair(tcp):
         return results[0], result_b
 
     return asyncio.run(main())
-
-
-def flood(addr, seconds, line=b'{"type":"ping"}\n'):
-    """Write ``line`` to ``addr`` as fast as the server takes it for ``seconds``, never reading; returns bytes sent."""
-    chunk = line * 4096
-    sent = 0
-    with socket.socket() as hog:
-        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        hog.connect(addr)
-        hog.setblocking(False)
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            if select.select([], [hog], [], left)[1]:
-                try:
-                    sent += hog.send(chunk)
-                except BlockingIOError:
-                    pass
-                except ConnectionError:
-                    break
-    return sent
 
 
 def test_a_client_that_never_reads_cannot_grow_the_server():

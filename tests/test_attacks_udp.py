@@ -8,48 +8,20 @@ import socket
 
 import pytest
 
-from dp2pt.aio.control import UDP_LOGIN_SIZE
 from dp2pt.aio.peer import Peer, PeerConfig
 from dp2pt.errors import ServerUnreachable
-from dp2pt.proto import stun
+from dp2pt.proto import auth, stun
+from dp2pt.proto.auth import UDP_LOGIN_SIZE
+from lab.bench.abuse import collect as answers, unverified_udp_requests
 from tests.loopback import location_server
 from tests.spoof import Spoofer, needs_root
 from tests.test_e2e_loopback import check_direct
 
-QUIET = 1.0  # seconds of silence after which no more answers are expected (the first retransmission is at 0.2 s)
 STUN_REPLY_MAX = 64  # a Binding response: header, XOR-MAPPED-ADDRESS, SOFTWARE, FINGERPRINT
 
 
 def padded_login(peer="A", **extra):
-    msg = {"type": "login", "id": peer, "nonce": "0123456789abcdef", **extra}
-    data = json.dumps(msg).encode()
-    return json.dumps({**msg, "pad": "0" * max(0, UDP_LOGIN_SIZE - len(data) - 9)}).encode()
-
-
-#: Requests anyone can send without having proved its address, and what they may get back.
-UNVERIFIED_REQUESTS = {
-    "login (padded, no cookie)": padded_login(),
-    "login (25 bytes, the issue's)": b'{"type":"login","id":"A"}',
-    "login (forged cookie)": padded_login(cookie="0" * 40),
-    "ping": b'{"type":"ping","n":1,"mac":"' + b"0" * 32 + b'"}',
-    "connect": b'{"type":"connect","target":"A","variant":"basic","k":1,"schedule":"diagram1","n":1}',
-    "ack": b'{"type":"ack","n":1}',
-    "garbage": os.urandom(200),
-    "deep JSON": b'{"type":"login","id":' + b"[" * 3000 + b"]" * 3000 + b"}",
-}
-
-
-async def answers(sock: socket.socket, quiet: float = QUIET) -> list[bytes]:
-    """Everything that arrives on ``sock`` until it has been quiet for ``quiet`` seconds (at most 50)."""
-    loop = asyncio.get_running_loop()
-    got: list[bytes] = []
-    while len(got) < 50:
-        try:
-            data, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 65535), quiet)
-        except asyncio.TimeoutError:
-            break
-        got.append(data)
-    return got
+    return auth.padded_login({"type": "login", "id": peer, "nonce": "0123456789abcdef", **extra})
 
 
 def udp_socket(host="127.0.0.1"):
@@ -62,7 +34,7 @@ def udp_socket(host="127.0.0.1"):
 def test_no_udp_request_is_answered_with_more_bytes_before_the_address_is_verified():
     async def main():
         async with location_server() as server:
-            requests = {**UNVERIFIED_REQUESTS, "STUN Binding": bytes(stun.binding_request())}
+            requests = {**unverified_udp_requests(), "STUN Binding": bytes(stun.binding_request())}
             socks = {kind: udp_socket() for kind in requests}  # one source address per request
             try:
                 for kind, request in requests.items():
@@ -80,8 +52,8 @@ def test_no_udp_request_is_answered_with_more_bytes_before_the_address_is_verifi
             assert len(got) == 1 and len(got[0]) <= STUN_REPLY_MAX, (kind, got)
         else:
             assert len(got) <= 1 and sum(map(len, got)) <= sent, (kind, sent, got)
-    assert len(replies["login (padded, no cookie)"][1]) == 1  # the cookie
-    assert replies["login (25 bytes, the issue's)"][1] == []  # too small to carry the cookie back
+    assert len(replies["UDP login, padded, no cookie"][1]) == 1  # the cookie
+    assert replies["UDP login, 25 bytes (the issue's reflector)"][1] == []  # too small to carry the cookie back
     assert associations == {} and stats["logged_in"] == 0 and stats.get("internal_errors", 0) == 0
 
 

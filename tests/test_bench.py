@@ -6,7 +6,7 @@ import os
 import pytest
 
 from lab import bench
-from lab.bench import memory, stun
+from lab.bench import abuse, memory, stun
 
 
 def test_generator_counts_answers_of_a_real_server():
@@ -29,6 +29,16 @@ def test_generator_refuses_non_loopback():
 
 def test_rss_of_this_process():
     assert memory.rss_kib(os.getpid()) > 1000
+
+
+def test_abuse_measures_every_request_kind():
+    ratios = abuse.reply_ratios()
+    kinds = {row["kind"]: row for row in ratios}
+    assert set(abuse.unverified_udp_requests()) <= set(kinds)
+    for row in ratios:
+        if not row["verified"] and not row["kind"].startswith("STUN"):
+            assert row["reply_bytes"] <= row["request_bytes"], row
+    assert kinds["TCP ping, logged in"]["replies"] == 1 and kinds["UDP login echoing its cookie"]["replies"] == 1
 
 
 def test_memory_with_a_few_peers():

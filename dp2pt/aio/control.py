@@ -22,10 +22,6 @@ from dp2pt.proto.link import RTO, ControlLink
 Address = tuple[str, int]
 Msg = dict[str, Any]
 
-#: A UDP login without cookie is padded to at least this many bytes, so the cookie answer is no larger.
-UDP_LOGIN_SIZE = 128
-
-
 class ControlChannel:
     def __init__(self, reliable: bool) -> None:
         self.link = ControlLink("peer", reliable)
@@ -160,7 +156,7 @@ class UdpControl(ControlChannel):
 
     async def login(self, msg: Msg, timeout: float) -> Msg:
         """Login, cookie, login again; the login is retransmitted with a doubling timeout until answered."""
-        request = self._padded({**msg, "nonce": self.nonce})
+        request = auth.padded_login({**msg, "nonce": self.nonce})
         deadline = time.monotonic() + timeout
         rto = RTO
         while True:
@@ -190,13 +186,6 @@ class UdpControl(ControlChannel):
                 return reply
             if time.monotonic() >= deadline:
                 raise asyncio.TimeoutError
-
-    @staticmethod
-    def _padded(msg: Msg) -> bytes:
-        data = messages.encode(msg)
-        if len(data) < UDP_LOGIN_SIZE:
-            data = messages.encode({**msg, "pad": "0" * (UDP_LOGIN_SIZE - len(data) - len(',"pad":""'))})
-        return data
 
     async def _retransmit(self) -> None:
         while True:

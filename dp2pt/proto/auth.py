@@ -21,9 +21,12 @@ import secrets
 import struct
 from typing import Any
 
+from dp2pt.proto import messages
+
 KEY_BYTES = 16
 MAC_BYTES = 16
 COOKIE_LIFETIME = 30.0  # seconds a cookie stays valid
+UDP_LOGIN_SIZE = 128  # a UDP login without cookie is padded to this size, so the cookie answer is no larger
 REPLAY_WINDOW = 512  # message numbers remembered behind the highest seen
 
 TO_SERVER = b"p2s"  # direction labels mixed into the MAC
@@ -62,6 +65,14 @@ def verify(key: bytes, direction: bytes, msg: dict[str, Any]) -> bool:
     if not isinstance(given, str) or not _HEX_MAC.fullmatch(given):
         return False
     return hmac.compare_digest(given.encode(), mac(key, direction, msg).encode())
+
+
+def padded_login(msg: dict[str, Any]) -> bytes:
+    """A UDP login without cookie, padded to :data:`UDP_LOGIN_SIZE` (as QUIC pads its Initial packets)."""
+    data = messages.encode(msg)
+    if len(data) < UDP_LOGIN_SIZE:
+        data = messages.encode({**msg, "pad": "0" * (UDP_LOGIN_SIZE - len(data) - len(',"pad":""'))})
+    return data
 
 
 class Cookies:

@@ -179,12 +179,13 @@ def _taskset(core: str) -> list[str]:
 
 
 @contextmanager
-def dp2pt_server(core: str = SERVER_CORE):
-    """A dp2pt location server on loopback pinned to ``core``; yields (process, STUN address)."""
-    udp, tcp = free_udp_port(), free_tcp_port()
+def dp2pt_server(core: str = SERVER_CORE, tcp_port: int | None = None, extra: tuple[str, ...] = ()):
+    """A dp2pt location server on loopback pinned to ``core`` (TCP control on ``tcp_port`` if given, more
+    ``dp2pt server`` arguments in ``extra``); yields (process, STUN address)."""
+    udp, tcp = free_udp_port(), tcp_port or free_tcp_port()
     proc = subprocess.Popen(
         _taskset(core) + [sys.executable, "-m", "dp2pt", "server", "--tcp", f"127.0.0.1:{tcp}",
-                          "--udp", f"127.0.0.1:{udp}"],
+                          "--udp", f"127.0.0.1:{udp}", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         if not answers(("127.0.0.1", udp), START_TIMEOUT):

@@ -4,7 +4,8 @@ Benchmarks, not timed tests: each part measures, writes JSON, and the whole prin
 with the machine it ran on.  Parts that need root and the netns lab (time to direct path, packets per
 success, lab bring-up/teardown, direct vs TURN relay) live in :mod:`lab.bench.labruns` and are skipped
 with a reason when the lab cannot run; the loopback parts (STUN throughput vs coturn, memory with
-10,000 logged-in peers) run anywhere.  Every loop is bounded in count and time.
+10,000 logged-in peers, the server under abuse: reply/request bytes per request kind and RSS under a
+client that never reads) run anywhere.  Every loop is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ def markdown(results: dict) -> str:
             f"| Server RSS, {mem['logged_in']:,} logged-in peers (TCP) | {_fmt(mem['rss_kib'] / 1024)} MiB | "
             f"{_fmt(mem['rss_idle_kib'] / 1024)} MiB idle | | {_fmt(mem['per_peer_kib'])} KiB per peer; "
             f"logins took {mem['login_s']} s |")
+    if results.get("abuse"):
+        from lab.bench.abuse import markdown_rows
+
+        lines += markdown_rows(results["abuse"])
     for row in results.get("lab_rows", []):
         lines.append("| " + " | ".join(str(x) for x in row) + " |")
     for name, why in results.get("skipped", {}).items():
@@ -88,11 +93,11 @@ def markdown(results: dict) -> str:
 
 def run(out: Path, parts: set[str], runs: int) -> dict:
     """Run the selected parts (each failure is recorded, not fatal) and write ``out``."""
-    from lab.bench import memory, stun
+    from lab.bench import abuse, memory, stun
 
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
                      "skipped": {}}
-    for part, bench in (("stun", stun.bench), ("memory", memory.bench)):
+    for part, bench in (("stun", stun.bench), ("memory", memory.bench), ("abuse", abuse.bench)):
         if part in parts:
             try:
                 results[part] = bench()
