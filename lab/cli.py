@@ -1,7 +1,8 @@
 """``dp2pt-lab``: bring labs up and down, configure NATs, run scenario cells, act inside nodes.
 
-    dp2pt-lab up [TOPOLOGY] [--nat-a PROFILE] [--nat-b PROFILE] [--prefix P]
-    dp2pt-lab run [SCENARIO] [--nat-a P --nat-b P --variant V --k K --cut-a N --cut-b N]
+    dp2pt-lab up [TOPOLOGY] [--nat-a PROFILE] [--nat-b PROFILE] [--prefix P] [--link NODE[:SEG]=COND ...]
+    dp2pt-lab run [SCENARIO] [--nat-a P --nat-b P --variant V --k K --cut-a N --cut-b N] [--link ...]
+    dp2pt-lab link [NODE[:SEG]=COND ...] [--clear-all]   (a running lab's link conditions)
     dp2pt-lab exec NODE -- CMD [ARG...]
     dp2pt-lab nat ROUTER PROFILE          (re-load a router's NAT: fresh mappings)
     dp2pt-lab verify-nat [PROFILE...]     (coturn RFC 5780 discovery behind each profile)
@@ -22,7 +23,7 @@ import sys
 import time
 
 from dp2pt.errors import Dp2ptError
-from lab.world import backends, nat, topology
+from lab.world import backends, linkctl, links, nat, topology
 from lab.errors import ConfigError, LabError, LabNotFound, ScenarioError
 
 PLUGINS = ("lab.study", "lab.report", "lab.bench")
@@ -56,9 +57,26 @@ def _apply_nats(lab, chosen: dict[str, str]) -> list[str]:
     return [f"{router}={lab.configure_nat(router, profile).spec}" for router, profile in chosen.items()]
 
 
+def _topology_with_links(name: str, args) -> "topology.Topology":
+    """The topology, with ``--link`` overrides and ``--link-seed``; ``--link-mechanism`` takes effect
+    for this invocation (the backends read it from the environment)."""
+    topo = topology.load(name)
+    overrides = dict(links.split_link_option(text) for text in args.link or [])
+    if overrides or args.link_seed is not None:
+        topo = topo.with_links(overrides, seed=args.link_seed)
+    _link_mechanism(args)
+    return topo
+
+
+def _link_mechanism(args) -> None:
+    if args.link_mechanism:
+        linkctl.resolve_mechanism(args.link_mechanism)  # a bad or missing mechanism fails before any work
+        os.environ[linkctl.ENV_MECHANISM] = args.link_mechanism
+
+
 def cmd_up(args) -> int:
     b = backends.get(args.backend)
-    topo = topology.load(args.topology)
+    topo = _topology_with_links(args.topology, args)
     chosen = _nat_choices(topo, args)
     t0 = time.monotonic()
     lab = b.up(topo, prefix=args.prefix)
@@ -70,6 +88,8 @@ def cmd_up(args) -> int:
     dt = time.monotonic() - t0
     print(f"lab {lab.prefix} up: {topo.name} on {b.name} in {dt:.3f} s; nodes: {', '.join(lab.nodes)}"
           + (f"; NAT {', '.join(nats)}" if nats else ""))
+    for line in linkctl.status_lines(lab.prefix):
+        print(line)
     return 0
 
 
@@ -94,6 +114,34 @@ def cmd_status(args) -> int:
         nats = "  " + " ".join(f"{r}={p}" for r, p in sorted(info.nats.items())) if info.nats else ""
         print(f"{info.prefix}  {info.backend}  {info.topology}  nodes={len(info.nodes)}  "
               f"processes={info.processes}{nats}")
+        for line in linkctl.status_lines(info.prefix):
+            print(line)
+    return 0
+
+
+def cmd_link(args) -> int:
+    """Show, set or clear a running lab's link conditions."""
+    b = backends.get(args.backend)
+    lab = _select_lab(b, args.lab)
+    _link_mechanism(args)
+    overrides = dict(links.split_link_option(text) for text in args.links)
+    if args.clear_all:
+        overrides.update({key: links.Conditions() for key in (l.key for l in linkctl.describe(lab.prefix))})
+    if overrides or args.link_mechanism or args.link_seed is not None:
+        linkctl.apply(lab, overrides, mechanism=args.link_mechanism, seed=args.link_seed)
+    lines = linkctl.status_lines(lab.prefix)
+    print(f"lab {lab.prefix}: " + ("links:" if lines else "no conditioned link"))
+    for line in lines:
+        print(line)
+    return 0
+
+
+def cmd_links(args) -> int:
+    """The presets (``dp2pt-lab link-presets``)."""
+    for name, cond in links.PRESETS.items():
+        print(f"{name:17s} {cond.spec:45s} {links.PRESET_DESCRIPTIONS[name]}")
+    print("conditions: delay=40ms,jitter=5ms,loss=1%,rate=20mbit[,limit=FRAMES]; a preset may come first "
+          "(continental,loss=1%); clear removes them")
     return 0
 
 
@@ -157,8 +205,11 @@ def cmd_run(args) -> int:
         cells = [Cell(args.nat_a, args.nat_b, args.variant, args.k, args.schedule, args.cut_a, args.cut_b)]
     own = args.lab is None  # a lab of its own (0.3 s) rather than someone else's by accident
     need_fig4 = any(c.variant == "distributed" for c in cells)
+    topo = _topology_with_links("fig4" if need_fig4 else args.topology, args)
+    if not own and (args.link or args.link_seed is not None):
+        raise ConfigError("--link applies to the lab run brings up; change a running lab's links with dp2pt-lab link")
     run_dir = new_run_dir(args.run_dir)  # before the lab: a failure here must not leave namespaces behind
-    lab = b.up(topology.load("fig4" if need_fig4 else args.topology)) if own else _select_lab(b, args.lab)
+    lab = b.up(topo) if own else _select_lab(b, args.lab)
     unexpected = 0
     try:
         with Runner(lab, run_dir) as runner:
@@ -256,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nat-a", help="NAT profile of nat-a (see: dp2pt-lab profiles)")
     up.add_argument("--nat-b", help="NAT profile of nat-b")
     up.add_argument("--prefix", help="lab prefix (default: a fresh d2pXXXXX)")
+    _link_options(up)
     up.set_defaults(func=cmd_up)
 
     run = sub.add_parser("run", help="run a scenario cell (or the whole matrix) and classify the outcome")
@@ -270,7 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cut-a", type=int, default=0, help="flows cutting in on A's side (after probe 2)")
     run.add_argument("--cut-b", type=int, default=0, help="flows cutting in on B's side")
     run.add_argument("--run-dir", default="runs", help="where run directories go (default ./runs)")
+    _link_options(run)
     run.set_defaults(func=cmd_run)
+
+    lk = sub.add_parser("link", help="show or change a running lab's link conditions (delay, jitter, loss, rate)")
+    lk.add_argument("--lab", help="lab prefix (default: the only one up)")
+    lk.add_argument("links", nargs="*", metavar="NODE[:SEGMENT]=COND",
+                    help="e.g. nat-a=delay=40ms,jitter=5ms,loss=1%%,rate=20mbit, nat-b=continental, a:lan-a=clear")
+    lk.add_argument("--clear-all", action="store_true", help="remove every link's conditions")
+    lk.add_argument("--link-mechanism", choices=linkctl.MECHANISMS,
+                    help="auto (netem where the kernel has it), netem, or userspace; env " + linkctl.ENV_MECHANISM)
+    lk.add_argument("--link-seed", type=int, help="seed of the links' random draws (loss, jitter)")
+    lk.set_defaults(func=cmd_link)
+    sub.add_parser("link-presets", help="list link condition presets").set_defaults(func=cmd_links)
 
     ex = sub.add_parser("exec", help="run a command inside a node: exec NODE -- CMD")
     ex.add_argument("--lab", help="lab prefix (default: the only one up)")
@@ -310,6 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     _load_plugins(sub)
     return p
+
+
+def _link_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--link", action="append", metavar="NODE[:SEGMENT]=COND",
+                        help="link conditions, repeatable: nat-a=delay=40ms,jitter=5ms,loss=1%%,rate=20mbit or "
+                             "=PRESET (dp2pt-lab link-presets); without :SEGMENT a router's WAN link")
+    parser.add_argument("--link-mechanism", choices=linkctl.MECHANISMS,
+                        help="auto (netem where the kernel has it, default), netem, or userspace; env "
+                             + linkctl.ENV_MECHANISM)
+    parser.add_argument("--link-seed", type=int, help="seed of the links' random draws (loss, jitter)")
 
 
 def _load_plugins(sub) -> None:

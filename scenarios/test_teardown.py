@@ -1,4 +1,5 @@
-"""Nothing of a lab outlives it: namespaces, veths, state files, processes — also after a crash."""
+"""Nothing of a lab outlives it: namespaces, veths, state files, processes — the link emulator
+too — also after a crash."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import time
 
 import pytest
 
-from lab.world import topology
+from lab.world import linkctl, topology
+from lab.world.links import parse_conditions
 from lab.scenarios.run import Cell, Runner
 
 from .conftest import leftovers
@@ -34,9 +36,12 @@ def test_down_leaves_nothing(backend, run_dir):
     from lab.world.backends import netns
 
     before = _root_links()
-    lab = backend.up(topology.load("fig1"))
+    lab = backend.up(topology.load("fig1").with_links({"nat-a": parse_conditions("delay=1ms,loss=1%")}))
     names = lab.namespaces
     assert all(os.path.exists(f"/run/netns/{n}") for n in names)
+    emulators = linkctl._emulator_pids(prefix=lab.prefix)
+    if linkctl.describe(lab.prefix)[0].mechanism == "userspace":
+        assert emulators, "the userspace link emulator should run while the lab is up"
     try:
         with Runner(lab, run_dir / "teardown") as runner:  # servers, cut-in agents, capture, peers
             result = runner.run(Cell("symmetric-sequential", "symmetric-sequential", "basic", cut_a=1))
@@ -50,6 +55,7 @@ def test_down_leaves_nothing(backend, run_dir):
     assert not lab.state_file.exists()
     assert leftovers(backend, [lab]) == []
     assert not _lab_like(_root_links() - before, lab)
+    assert not linkctl._emulator_pids(prefix=lab.prefix) and not any(linkctl.STATE_DIR.glob(f"{lab.prefix}.*"))
 
 
 def test_down_by_prefix_after_a_crash(backend, tmp_path):
@@ -61,7 +67,9 @@ def test_down_by_prefix_after_a_crash(backend, tmp_path):
     script = textwrap.dedent("""
         import sys, time
         from lab.world import backends, topology
-        lab = backends.get("netns").up(topology.load("fig1"))
+        from lab.world.links import parse_conditions
+        topo = topology.load("fig1").with_links({"nat-b": parse_conditions("delay=1ms")})
+        lab = backends.get("netns").up(topo)
         lab.popen("server", ["sleep", "60"])
         print(lab.prefix, flush=True)
         time.sleep(60)
@@ -73,13 +81,18 @@ def test_down_by_prefix_after_a_crash(backend, tmp_path):
         assert prefix.startswith("d2p"), prefix
         crashed.send_signal(signal.SIGKILL)
         crashed.wait(5)
-        # Lose the state file too, as a crash during up could.
+        # Lose the state files too, as a crash during up could.
         (netns.STATE_DIR / f"{prefix}.json").unlink(missing_ok=True)
+        (linkctl.STATE_DIR / f"{prefix}.json").unlink(missing_ok=True)
         left = netns.list_lab_namespaces().get(prefix, [])
         assert left, "the crashed lab should have left namespaces behind"
         assert any(i.prefix == prefix for i in backend.list())
         sleepers = [p for pl in netns._pids_in(left).values() for p in pl]
         assert sleepers, "the crashed lab's process should still run"
+        emulators = list(linkctl._emulator_pids(prefix=prefix))
+        if linkctl.resolve_mechanism(None) == "userspace":
+            assert emulators, "the crashed lab's link emulator should still run (it is detached)"
+            assert prefix in linkctl.leftover_prefixes(netns.PREFIX_RE)  # what down --all removes
     finally:
         if crashed.poll() is None:
             crashed.kill()
@@ -88,4 +101,5 @@ def test_down_by_prefix_after_a_crash(backend, tmp_path):
     assert prefix not in netns.list_lab_namespaces()
     time.sleep(0.1)
     assert all(not os.path.exists(f"/proc/{p}") or open(f"/proc/{p}/stat").read().split(") ")[1][0] == "Z"
-               for p in sleepers)
+               for p in sleepers + emulators)
+    assert not linkctl._emulator_pids(prefix=prefix) and not any(linkctl.STATE_DIR.glob(f"{prefix}.*"))

@@ -51,6 +51,31 @@ def wilson(successes: int, trials: int, z: float = Z95) -> Estimate:
     return Estimate(successes, trials, max(0.0, centre - half), min(1.0, centre + half))
 
 
+def binomial_interval(n: int, p: float, level: float = 0.95) -> tuple[int, int]:
+    """Central ``level`` interval of Binomial(n, p): where a count of n trials should fall.
+
+    Summed in log space (``lgamma``), so it holds for any n, not only where ``comb(n, c)`` fits a float.
+
+    Raises:
+        ConfigError: n < 0, p outside [0, 1], or a level outside (0, 1).
+    """
+    if n < 0 or not 0 <= p <= 1 or not 0 < level < 1:
+        raise ConfigError(f"need n >= 0, 0 <= p <= 1 and 0 < level < 1, got n={n}, p={p}, level={level}")
+    if p in (0.0, 1.0):
+        return (0, 0) if p == 0 else (n, n)
+    tail = (1 - level) / 2
+    log_p, log_q, log_n = math.log(p), math.log1p(-p), math.lgamma(n + 1)
+    cdf, low, high = 0.0, None, n
+    for c in range(n + 1):
+        cdf += math.exp(log_n - math.lgamma(c + 1) - math.lgamma(n - c + 1) + c * log_p + (n - c) * log_q)
+        if low is None and cdf > tail:
+            low = c
+        if cdf >= 1 - tail:
+            high = c
+            break
+    return low or 0, high
+
+
 def success_probability(
     schedule: Schedule, k: int, process: CutInProcess, network: Network | None = None,
     trials: int = 10000, seed: int = 0, timelines: Sequence[Timeline] = (),

@@ -8,14 +8,13 @@ order must end as it did, and every grid cell (fixed cut-ins) must have the lab'
 from __future__ import annotations
 
 import csv
-import math
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dp2pt.errors import Dp2ptError
 from dp2pt.model.cutins import Arrivals, FixedCutIns, PoissonCutIns
-from dp2pt.model.estimate import success_probability, wilson
+from dp2pt.model.estimate import binomial_interval, success_probability, wilson
 from dp2pt.model.exchange import Network, run_exchange
 from dp2pt.model.nat import Allocation, Filtering, Mapping, NatConfig
 from dp2pt.model.timeline import Timeline
@@ -52,16 +51,7 @@ def model_nat(profile: "nat.NatProfile") -> NatConfig:
 
 def prediction_interval(p: float, n: int, level: float = 0.95) -> tuple[int, int]:
     """Central ``level`` interval of Binomial(n, p): where n lab runs' success count should fall."""
-    tail = (1 - level) / 2
-    cdf, low, high = 0.0, None, n
-    for c in range(n + 1):
-        cdf += math.comb(n, c) * p**c * (1 - p) ** (n - c)
-        if low is None and cdf > tail:
-            low = c
-        if cdf >= 1 - tail:
-            high = c
-            break
-    return low or 0, high
+    return binomial_interval(n, p, level)
 
 def replay_arrivals(order: tuple[str | None, ...], flow_times: list[float]) -> tuple[float, ...]:
     """Cut-in times that reproduce a realized order: each cut-in just before the peer flow after it.

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from lab.errors import ConfigError, UnknownNode
+from lab.world.links import Conditions, Regions, parse_conditions, parse_regions
 
 TOPOLOGY_DIR = Path(__file__).parent / "topologies"
 DEFAULT_TOPOLOGY = "fig1"
@@ -94,6 +95,10 @@ class Topology:
     nodes: dict[str, Node]
     description: str = ""
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: (node, segment) -> what that link does to frames; links not listed are clear.
+    conditions: dict[tuple[str, str], Conditions] = field(default_factory=dict)
+    regions: Regions | None = None
+    link_seed: int = 0
 
     # ---- queries ------------------------------------------------------------------------------
 
@@ -146,6 +151,37 @@ class Topology:
             n.name for n in self.nodes.values()
             if n.role != "router" and any(l.segment == lan for l in n.links) and (role is None or n.role == role)
         ]
+
+    def link_key(self, target: str) -> tuple[str, str]:
+        """``"NODE[:SEGMENT]"`` -> (node, segment). Without a segment: the node's public link (a
+        router's WAN), else its only link.
+
+        Raises:
+            UnknownNode: no such node, or it has no link there.
+        """
+        name, _, segment = str(target).partition(":")
+        node = self.node(name)
+        if segment:
+            node.link(segment)  # raises UnknownNode
+            return name, segment
+        public = [l.segment for l in node.links if self.segments[l.segment].kind == "public"]
+        return name, (public or [node.links[0].segment])[0]
+
+    def with_links(self, overrides: dict[str, Conditions], seed: int | None = None) -> "Topology":
+        """A copy with some links' conditions replaced (``"NODE[:SEGMENT]"`` -> conditions; clear
+        conditions remove a link's entry), its ``source`` updated so backends that store it keep them."""
+        conditions = dict(self.conditions)
+        for target, cond in overrides.items():
+            key = self.link_key(target)
+            if cond.is_clear:
+                conditions.pop(key, None)
+            else:
+                conditions[key] = cond
+        link_seed = self.link_seed if seed is None else seed
+        source = dict(self.source)
+        source["conditions"] = {f"{n}:{s}": c.spec for (n, s), c in conditions.items()}
+        source["link_seed"] = link_seed
+        return replace(self, conditions=conditions, link_seed=link_seed, source=source)
 
     def routes(self, node: str) -> list[Route]:
         """The explicit routes of ``node`` (besides the connected routes of its own addresses).
@@ -253,7 +289,31 @@ def from_dict(data: Any, default_name: str = "topology") -> Topology:
     topo = Topology(name, segments, nodes, str(data.get("description", "")), data)
     _check_unique_addresses(topo)
     _check_gateways(topo)
-    return topo
+    return _with_link_section(topo, data)
+
+
+def _with_link_section(topo: Topology, data: dict) -> Topology:
+    """Read ``conditions``, ``regions`` and ``link_seed`` (validated against the nodes)."""
+    conditions: dict[tuple[str, str], Conditions] = {}
+    raw = data.get("conditions") or {}
+    if not isinstance(raw, dict):
+        raise ConfigError("conditions: must map NODE[:SEGMENT] to conditions (e.g. nat-a: continental)")
+    for target, spec in raw.items():
+        key = topo.link_key(str(target))
+        cond = parse_conditions(spec if isinstance(spec, dict) else str(spec))
+        if not cond.is_clear:
+            conditions[key] = cond
+    regions = None
+    if data.get("regions") is not None:
+        regions = parse_regions(data["regions"])
+        for node in regions.of:
+            n = topo.node(node)
+            if not any(topo.segments[l.segment].kind == "public" for l in n.links):
+                raise ConfigError(f"regions: {node!r} has no public link (regions place public nodes)")
+    seed = data.get("link_seed", 0)
+    if not isinstance(seed, int):
+        raise ConfigError(f"link_seed must be a whole number, not {seed!r}")
+    return replace(topo, conditions=conditions, regions=regions, link_seed=seed)
 
 
 def _nat_of(node: str, role: str, profile: Any) -> str | None:

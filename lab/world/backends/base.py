@@ -57,6 +57,23 @@ class LabInfo:
     nats: dict[str, str] = field(default_factory=dict)  # router -> profile, when the backend knows
 
 
+@dataclass(frozen=True)
+class Wire:
+    """Where a node's link meets its segment: :mod:`lab.world.linkctl` conditions the link here.
+
+    ``netns``/``iface``: the namespace (a path; empty: the host's, where ``dp2pt-lab`` runs) holding
+    the segment's ``bridge`` and the bridge-side end of the node's veth; ``tap``: a name free there for the userspace emulator's TAP;
+    ``node_netns``/``node_iface``: the node's own end (netem's node -> segment direction).
+    """
+
+    netns: str
+    iface: str
+    bridge: str
+    tap: str
+    node_netns: str
+    node_iface: str
+
+
 class Capture(abc.ABC):
     """A running packet capture on one segment, written to ``path`` (pcap)."""
 
@@ -130,6 +147,16 @@ class Lab(abc.ABC):
     @abc.abstractmethod
     def _teardown(self) -> None:
         """Remove every object of this lab (idempotent; processes are already stopped)."""
+
+    def wire(self, node: str, segment: str) -> Wire:
+        """Where ``node``'s link to ``segment`` meets the segment (for link conditions).
+
+        Raises:
+            ConfigError: this backend cannot condition links.
+        """
+        from lab.errors import ConfigError
+
+        raise ConfigError(f"the {self.backend_name} backend cannot condition links")
 
     # ---- derived operations ------------------------------------------------------------------
 
@@ -316,6 +343,17 @@ class Lab(abc.ABC):
             if line.startswith(f'comment "{COMMENT_PREFIX}'):
                 return line[len(f'comment "{COMMENT_PREFIX}'):].rstrip('"')
         return None
+
+    def apply_links(self, mechanism: str | None = None) -> None:
+        """Condition the links the topology declares (``conditions``, ``regions``); none: nothing to do.
+
+        ``mechanism``: ``auto`` (netem where the kernel has it), ``netem`` or ``userspace``; default
+        from ``$DP2PT_LINK_MECHANISM``, else ``auto``.
+        """
+        if self.topology.conditions or self.topology.regions:
+            from lab.world import linkctl
+
+            linkctl.apply(self, {}, mechanism=mechanism)
 
     def down(self) -> None:
         """Stop every process and remove every object of this lab. Idempotent."""

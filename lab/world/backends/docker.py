@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lab.world import addressing
-from lab.world.backends.base import STOP_GRACE, Backend, Lab, LabInfo
+from lab.world.backends.base import STOP_GRACE, Backend, Lab, LabInfo, Wire
 from lab.errors import (
     EnvironmentProblem,
     LabNotFound,
@@ -201,6 +201,23 @@ class DockerLab(Lab):
                 raise UnknownNode(f"node {node!r}: no interface holds {address} (was the lab built?)")
             self._ifnames[key] = name
         return self._ifnames[key]
+
+    def wire(self, node: str, segment: str) -> Wire:
+        """Docker's host-side veth of the node's interface, on the segment's host bridge (in the
+        host's namespace: an empty path, where ``dp2pt-lab`` runs); the emulator's TAP is named
+        after the lab and the link's index."""
+        from pyroute2 import IPRoute
+
+        ifname = self.interface(node, segment)
+        with self._netns(node) as ns:
+            peer = ns.get_links(ifname=ifname)[0].get_attr("IFLA_LINK")
+        with IPRoute() as ipr:
+            found = ipr.get_links(peer) if peer else []
+        if not found:
+            raise UnknownNode(f"node {node!r}: the host side of {ifname} on {segment!r} is gone (is the lab up?)")
+        index = [(n.name, l.segment) for n in self.topology.nodes.values() for l in n.links].index((node, segment))
+        return Wire("", found[0].get_attr("IFLA_IFNAME"), self.bridge(segment), f"{self.prefix}t{index}",
+                    f"/proc/{self._pid(node)}/ns/net", ifname)
 
     def _spawn(self, node: str, argv: Sequence[str], **kw) -> subprocess.Popen:
         if shutil.which("docker") is None:
@@ -388,7 +405,11 @@ def make_hubs(bridges: Sequence[str]) -> None:
 
 
 def teardown(client, prefix: str) -> None:
-    """Remove every container, network and host rule labelled with ``prefix``. Idempotent."""
+    """Stop the lab's link emulator, remove every container, network and host rule labelled with
+    ``prefix``. Idempotent."""
+    from lab.world import linkctl
+
+    linkctl.stop(prefix)
     flt = {"label": f"{LABEL}={prefix}"}
 
     def remove(cid: str) -> None:
@@ -408,6 +429,9 @@ def lab_prefixes(client) -> set[str]:
     found = {c["Labels"].get(LABEL) for c in client.api.containers(all=True, filters={"label": LABEL})}
     found |= {n["Labels"].get(LABEL) for n in client.api.networks(filters={"label": LABEL})}
     found |= _rule_prefixes()
+    from lab.world import linkctl
+
+    found |= set(linkctl.leftover_prefixes(PREFIX_RE))
     return {p for p in found if p}
 
 
@@ -489,6 +513,7 @@ class DockerBackend(Backend):
         lab = DockerLab(topology, prefix, self.client)
         try:
             lab.build()
+            lab.apply_links()
         except BaseException as exc:
             lab.down()
             if exc.__class__.__module__.startswith("docker"):

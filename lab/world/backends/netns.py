@@ -36,7 +36,7 @@ from typing import Sequence
 from pyroute2 import IPRoute, netns
 
 from lab.world import addressing
-from lab.world.backends.base import Backend, Lab, LabInfo, process_alive
+from lab.world.backends.base import Backend, Lab, LabInfo, Wire, process_alive
 from lab.errors import (
     LabNotFound,
     LabStateError,
@@ -168,7 +168,11 @@ def _remove_ns(name: str) -> None:
 
 
 def _remove_lab(prefix: str, names: list[str]) -> None:
-    """Kill every process in the lab's namespaces, remove them and its state file (idempotent)."""
+    """Stop its link emulator, kill every process in the lab's namespaces, remove them and its state
+    file (idempotent)."""
+    from lab.world import linkctl
+
+    linkctl.stop(prefix)
     _kill_all([p for plist in _pids_in(names).values() for p in plist])
     for name in names:
         _remove_ns(name)
@@ -223,6 +227,11 @@ class NetnsLab(Lab):
 
     def _spawn(self, node: str, argv: Sequence[str], **kw) -> subprocess.Popen:
         return self._spawn_in(self.node_ns(node), argv, **kw)
+
+    def wire(self, node: str, segment: str) -> Wire:
+        """The veth end named after the node, on the segment namespace's bridge (see :meth:`build`)."""
+        return Wire(str(_ns_path(self.segment_ns(segment))), node, BRIDGE, f"{node}.t",
+                    str(_ns_path(self.node_ns(node))), self.interface(node, segment))
 
     def _spawn_in(self, nsname: str, argv: Sequence[str], **kw) -> subprocess.Popen:
         path = str(_ns_path(nsname))
@@ -324,6 +333,7 @@ class NetnsBackend(Backend):
         ))
         try:
             lab.build()
+            lab.apply_links()
         except OSError as exc:
             lab.down()
             if exc.errno in (errno.EOPNOTSUPP, errno.ENOENT) or "Not supported" in str(exc):
@@ -342,7 +352,9 @@ class NetnsBackend(Backend):
         return NetnsLab(from_dict(data["topology"]), prefix)
 
     def _prefixes(self) -> list[str]:
-        found = set(list_lab_namespaces())
+        from lab.world import linkctl
+
+        found = set(list_lab_namespaces()) | set(linkctl.leftover_prefixes(PREFIX_RE))
         if STATE_DIR.is_dir():
             found |= {p.stem for p in STATE_DIR.glob(f"{PREFIX_STEM}*.json")}
         return sorted(found)

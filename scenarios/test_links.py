@@ -1,0 +1,168 @@
+"""Link conditions measured against what was declared, for each mechanism (issue 10).
+
+A fig1 lab without NATs loaded (routers just route) gets conditions on its public links; tools
+run inside the nodes (:mod:`lab.world.measure`) and the kernel's own timestamps say what the links
+did. The tolerances are the issue's, never widened for load:
+
+- RTT (median of ICMP echoes) within 0.3 ms + 3% of the configured sum of the links' delays;
+- one-way loss: the count lost lies in the 99% interval of Binomial(n, declared loss);
+- jitter: the spread of RTTs is the declared one (uniform ±jitter each way): their interquartile
+  range within 20% of the sum's, the 5th and 95th percentiles where the sum puts them (± the RTT
+  tolerance);
+- rate: throughput of link-layer bytes within 10% of the declared rate when sent at twice it.
+
+The userspace emulator runs here; netem is measured where the kernel has it and skipped with the
+reason where it does not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pytest
+
+from dp2pt.model.estimate import binomial_interval
+from lab.world import linkctl, measure, netem, topology
+from lab.world.links import parse_conditions
+
+from .conftest import _lab
+
+SERVER, NAT_A, NAT_B, SINK, NAT_A_LAN, A = "198.51.100.10", "198.51.100.1", "203.0.113.1", "203.0.113.50", \
+    "10.1.0.1", "10.1.0.10"
+#: Declared per link (public links, and A's LAN link). Delays chosen so each check costs seconds.
+CONDITIONS = {
+    "server": "delay=5ms",
+    "nat-b": "delay=10ms,rate=20mbit",
+    "sink": "delay=4ms,jitter=2ms",
+    "a": "loss=10%",
+}
+SEED = 7
+RTT_SAMPLES = 100
+JITTER_SAMPLES = 300
+LOSS_DATAGRAMS = 2000
+
+
+def _tolerance_ms(configured: float) -> float:
+    return 0.3 + 0.03 * configured
+
+
+@pytest.fixture(scope="module", params=["userspace", "netem"])
+def lab(request, backend):
+    mechanism = request.param
+    if mechanism == "netem" and (reason := netem.unavailable_reason()):
+        pytest.skip(f"netem: {reason} (the userspace emulator is measured instead)")
+    lab = _lab(backend, "fig1")
+    try:
+        linkctl.apply(lab, {n: parse_conditions(c) for n, c in CONDITIONS.items()}, mechanism=mechanism, seed=SEED)
+        yield lab
+    finally:
+        lab.down()
+
+
+def _run(lab, node: str, *args: str, timeout: float = 60.0) -> dict:
+    out = lab.exec(node, [lab.python, "-m", "lab.world.measure", *args], timeout=timeout)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _rtts(lab, src: str, dst: str, count: int, interval: float = 0.002) -> list[float]:
+    _run(lab, src, "rtt", dst, "--count", "2")  # ARP resolved first: it would double one sample
+    result = _run(lab, src, "rtt", dst, "--count", str(count), "--interval", str(interval))
+    return [s for s in result["samples_ms"] if s is not None]
+
+
+def _delay(node: str) -> float:
+    return parse_conditions(CONDITIONS.get(node, "clear")).delay_ms
+
+
+@pytest.mark.parametrize("src, dst, dst_node", [
+    ("server", NAT_A, "nat-a"),  # one conditioned link: 2 x 5 ms
+    ("server", NAT_B, "nat-b"),  # two: 2 x (5 + 10) ms
+    ("nat-a", NAT_B, "nat-b"),
+])
+def test_round_trip_time_is_the_configured_sum(lab, src, dst, dst_node):
+    configured = 2 * (_delay(src) + _delay(dst_node))
+    samples = _rtts(lab, src, dst, RTT_SAMPLES)
+    # These links declare no loss. On Docker a rare echo goes missing (2 of 3,600 once, none of 5,000
+    # in later runs; every frame left the emulator), so one in a hundred is let pass.
+    assert len(samples) >= 0.99 * RTT_SAMPLES
+    median = statistics.median(samples)
+    assert abs(median - configured) <= _tolerance_ms(configured), (median, configured)
+
+
+def test_jitter_spreads_round_trips_as_declared(lab):
+    cond = parse_conditions(CONDITIONS["sink"])
+    samples = sorted(_rtts(lab, "nat-a", SINK, JITTER_SAMPLES, interval=0.001))
+    centre, j = 2 * cond.delay_ms, cond.jitter_ms
+    tol = _tolerance_ms(centre)
+    # Each way adds uniform(-j, j): their sum is triangular on [-2j, 2j], with quartiles at
+    # -/+ (2 - sqrt(2))·j and 5th/95th percentiles at -/+ (2 - sqrt(0.4))·j. Quantiles, not the
+    # standard deviation: a frame the emulator sends late on a loaded machine (its own error,
+    # counted in its lateness histogram) must not pass for jitter, nor hide a wrong spread.
+    q = statistics.quantiles(samples, n=20)
+    p05, p25, p75, p95 = q[0], q[4], q[14], q[18]
+    iqr = 2 * (2 - math.sqrt(2)) * j
+    assert abs((p75 - p25) - iqr) <= 0.2 * iqr, (p25, p75)
+    reach = (2 - math.sqrt(0.4)) * j
+    assert abs(p05 - (centre - reach)) <= tol and abs(p95 - (centre + reach)) <= tol, (p05, p95)
+    assert abs(statistics.median(samples) - centre) <= tol
+
+
+@pytest.mark.parametrize("sender, receiver, receiver_ip", [
+    ("nat-a", "a", A),  # lost entering a (its link's segment -> node direction)
+    ("a", "nat-a", NAT_A_LAN),  # lost leaving a (node -> segment)
+])
+def test_loss_is_within_the_binomial_interval(lab, sender, receiver, receiver_ip):
+    from lab.world.backends.base import started, wait_for_line
+
+    port = 9100
+    with started(lab, receiver, [lab.python, "-m", "lab.world.measure", "recv", str(port),
+                                 "--expect", str(LOSS_DATAGRAMS), "--duration", "30"]) as proc:
+        wait_for_line(proc, lambda line: '"ready"' in line, 10.0)
+        _run(lab, sender, "send", f"{receiver_ip}:{port}", "--count", str(LOSS_DATAGRAMS), "--rate", "2000")
+        out, _ = proc.communicate(timeout=30)
+    got = json.loads(out.strip().splitlines()[-1])
+    lost = LOSS_DATAGRAMS - got["received"]
+    low, high = binomial_interval(LOSS_DATAGRAMS, parse_conditions(CONDITIONS["a"]).loss, level=0.99)
+    assert low <= lost <= high, (lost, (low, high))
+    assert got["duplicates"] == 0
+
+
+def test_rate_is_within_ten_percent(lab):
+    from lab.world.backends.base import started, wait_for_line
+
+    cond = parse_conditions(CONDITIONS["nat-b"])
+    size = 1250
+    per_s = 2 * cond.rate_bit / ((size + measure.UDP_FRAME_OVERHEAD) * 8)  # offered: twice the rate
+    count = int(per_s * 1.5)
+    port = 9101
+    with started(lab, "server", [lab.python, "-m", "lab.world.measure", "recv", str(port),
+                                 "--expect", str(count), "--duration", "30"]) as proc:
+        wait_for_line(proc, lambda line: '"ready"' in line, 10.0)
+        _run(lab, "nat-b", "send", f"{SERVER}:{port}", "--count", str(count), "--rate", f"{per_s:.0f}",
+             "--size", str(size))
+        out, _ = proc.communicate(timeout=30)
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["rate_bit"] is not None
+    assert abs(got["rate_bit"] - cond.rate_bit) <= 0.1 * cond.rate_bit, got
+
+
+def test_status_shows_each_link_and_its_mechanism(lab):
+    lines = linkctl.status_lines(lab.prefix)
+    keys = {line.split()[1] for line in lines}
+    assert keys == {lab.topology.link_key(n)[0] + ":" + lab.topology.link_key(n)[1] for n in CONDITIONS}
+    mechanism = linkctl.describe(lab.prefix)[0].mechanism
+    assert all(f"via {mechanism}" in line for line in lines)
+
+
+def test_conditions_change_on_a_running_lab(lab):
+    before = statistics.median(_rtts(lab, "server", NAT_A, 20))
+    linkctl.apply(lab, {"nat-a": parse_conditions("delay=15ms")})
+    try:
+        after = statistics.median(_rtts(lab, "server", NAT_A, 20))
+    finally:
+        linkctl.apply(lab, {"nat-a": parse_conditions("clear")})
+    configured = 2 * (5 + 15)
+    assert abs(after - configured) <= _tolerance_ms(configured), (before, after)
+    assert after - before > 25
