@@ -30,9 +30,15 @@ from lab.world.backends.base import Lab, wait_for_line
 from lab.errors import ConfigError, MissingTool, ScenarioError
 
 VARIANTS = ("basic", "simplified", "improved", "distributed")
-#: Per-cell peer timeouts (seconds): small, so that an expected failure costs little.
+#: Per-cell peer timeouts (seconds) on instant links: small, so that an expected failure costs little.
 SESSION_TIMEOUT = 4.0
 PUNCH_TIMEOUT = 0.6
+#: With link conditions (lab.world.links) they grow by these many round trips of the slowest path,
+#: and with loss by the time retransmissions take (TCP's first SYN retry alone is 1 s).
+SESSION_RTTS = 25
+PUNCH_RTTS = 6
+LOSSY_SESSION_EXTRA = 20.0
+LOSSY_PUNCH_EXTRA = 3.0
 DATA_COUNT = 3
 #: A cell whose cut-ins missed their window (the agent fired too late) is re-run at most this often.
 MAX_ATTEMPTS = 3
@@ -212,6 +218,17 @@ class Runner:
             return self.servers[0], self.servers[1]
         return self.servers[0], self.servers[0]
 
+    def timeouts(self) -> tuple[float, float]:
+        """(session, punch) timeouts for the peers: the instant lab's, stretched by the links' round
+        trips and loss (read from the lab now: ``dp2pt-lab link`` may have changed them)."""
+        from lab.world import linkctl
+
+        topo = self.lab.topology
+        rtt = linkctl.worst_round_trip_ms(self.lab, topo.by_role("peer")[:2] + self.servers) / 1000
+        lossy = linkctl.worst_loss(self.lab) > 0
+        return (SESSION_TIMEOUT + SESSION_RTTS * rtt + (LOSSY_SESSION_EXTRA if lossy else 0.0),
+                PUNCH_TIMEOUT + PUNCH_RTTS * rtt + (LOSSY_PUNCH_EXTRA if lossy else 0.0))
+
     def _run_once(self, cell: Cell, attempt: int) -> CellResult:
         lab, topo = self.lab, self.lab.topology
         t0 = time.monotonic()
@@ -223,6 +240,7 @@ class Runner:
         srv_a, srv_b = self._servers_for(cell)
         prof_a = lab.configure_nat(nat_a, cell.nat_a)
         prof_b = lab.configure_nat(nat_b, cell.nat_b)
+        session_timeout, punch_timeout = self.timeouts()
 
         cap = lab.capture(topo.public, cdir / "public.pcap", bpf="udp or tcp")  # TCP: control steps 1, 2, 7, 8, 13, 14
         armed: dict[str, tuple[str, int]] = {}
@@ -235,11 +253,12 @@ class Runner:
                 # port) normally, the only probe (to the main port) for the simplified protocol.
                 last = self.server_info[srv]["udp" if cell.variant == "simplified" else "alt"]
                 trig = traffic.Trigger(src=topo.address(peer), dst=last[0], dport=int(last[1]))
-                self.agents[noise].arm(traffic.plan_for(lab, noise, n, trig, timeout=SESSION_TIMEOUT + 2))
+                self.agents[noise].arm(traffic.plan_for(lab, noise, n, trig,
+                                                           timeout=min(session_timeout + 2, traffic.MAX_DURATION)))
                 armed[noise] = (peer, n)
 
             id_a, id_b = f"A{self._serial}", f"B{self._serial}"
-            common = ["--json", "--timeout", str(SESSION_TIMEOUT), "--punch-timeout", str(PUNCH_TIMEOUT),
+            common = ["--json", "--timeout", f"{session_timeout:.3f}", "--punch-timeout", f"{punch_timeout:.3f}",
                       "--count", str(DATA_COUNT)]
             argv_a = ["dp2pt", "peer", "--id", id_a, "--server", f"{topo.address(srv_a)}:{services.CONTROL_PORT}", *common,
                       "listen", "--sessions", "1"]
@@ -256,11 +275,11 @@ class Runner:
                 lab.stop(proc_a)
                 raise ScenarioError(f"peer A did not log in: {proc_a.stderr.read().strip()[-300:]}") from None
             proc_b = lab.popen(peer_b, argv_b)
-            res_a = self._collect(proc_a, cdir / "a")
-            res_b = self._collect(proc_b, cdir / "b")
+            res_a = self._collect(proc_a, cdir / "a", session_timeout)
+            res_b = self._collect(proc_b, cdir / "b", session_timeout)
             reports = {}
             for noise, (peer, n) in armed.items():
-                reports[noise] = self.agents[noise].result(SESSION_TIMEOUT + 3)
+                reports[noise] = self.agents[noise].result(session_timeout + 3)
         finally:
             cap.stop()
         for router in (nat_a, nat_b):
@@ -286,9 +305,9 @@ class Runner:
         return CellResult(cell, outcome, cdir, res_a, res_b, cutins, report.to_dict(), path_error, attempt,
                           round(time.monotonic() - t0, 3))
 
-    def _collect(self, proc: subprocess.Popen, stem: Path) -> dict:
+    def _collect(self, proc: subprocess.Popen, stem: Path, session_timeout: float) -> dict:
         try:
-            out, err = proc.communicate(timeout=SESSION_TIMEOUT + PEER_EXIT_GRACE)
+            out, err = proc.communicate(timeout=session_timeout + PEER_EXIT_GRACE)
         except subprocess.TimeoutExpired:
             self.lab.stop(proc)
             out, err = proc.communicate()

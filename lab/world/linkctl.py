@@ -32,7 +32,7 @@ from lab.errors import ConfigError, MissingKernelFeature, ScenarioError
 from lab.world import netem
 from lab.world.backends.base import process_alive
 from lab.world.linkemu import read_line
-from lab.world.links import Conditions, Regions, parse_regions
+from lab.world.links import Conditions, Regions, one_way_ms, parse_regions
 
 if TYPE_CHECKING:  # pragma: no cover
     from lab.world.backends.base import Lab
@@ -119,6 +119,20 @@ def current(lab: "Lab") -> dict[tuple[str, str], Conditions]:
         if not cond.is_clear:
             out[(node, segment)] = cond
     return out
+
+
+def worst_round_trip_ms(lab: "Lab", nodes: list[str]) -> float:
+    """The longest configured round trip between any two of ``nodes`` (each link at its delay plus
+    jitter, regions included): what a timeout must allow for."""
+    conds, regions = current(lab), current_regions(lab)
+    return max((one_way_ms(lab.topology, conds, regions, a, b, with_jitter=True)
+                + one_way_ms(lab.topology, conds, regions, b, a, with_jitter=True)
+                for i, a in enumerate(nodes) for b in nodes[i + 1:]), default=0.0)
+
+
+def worst_loss(lab: "Lab") -> float:
+    """The highest loss of any conditioned link (0 when none loses)."""
+    return max((c.loss for c in current(lab).values()), default=0.0)
 
 
 def current_regions(lab: "Lab") -> Regions | None:

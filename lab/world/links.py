@@ -273,3 +273,50 @@ def parse_regions(data: Any) -> Regions:
             if (a, b) not in rtt:
                 raise ConfigError(f"regions: no rtt_ms for {a}/{b}")
     return Regions(of, rtt)
+
+
+# ---- paths --------------------------------------------------------------------------------------
+
+
+def path_links(topology: Any, src: str, dst: str) -> list[tuple[str, str]]:
+    """The links a frame from node ``src`` to node ``dst`` crosses, in order (each as (node, segment)).
+
+    A LAN host reaches the public segment through its router (its own link, the router's LAN link,
+    the router's WAN link); two hosts of one LAN meet on it.
+    """
+    src_n, dst_n = topology.node(src), topology.node(dst)
+    if not _is_public(topology, src_n) and not _is_public(topology, dst_n):
+        if src_n.links[0].segment == dst_n.links[0].segment:
+            seg = src_n.links[0].segment
+            return [(src, seg), (dst, seg)]
+    return _uplinks(topology, src) + list(reversed(_uplinks(topology, dst)))
+
+
+def _is_public(topology: Any, node: Any) -> bool:
+    return any(topology.segments[l.segment].kind == "public" for l in node.links)
+
+
+def _uplinks(topology: Any, node: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for _ in range(8):  # a chain of NATs is short; a loop in a topology is not ours to follow
+        n = topology.node(node)
+        if _is_public(topology, n):
+            return out + [(node, topology.public)]
+        lan = n.links[0].segment
+        router = topology.router_of(node)
+        out += [(node, lan), (router, lan)]
+        node = router
+    return out
+
+
+def one_way_ms(topology: Any, conditions: Mapping[tuple[str, str], Conditions], regions: Regions | None,
+               src: str, dst: str, with_jitter: bool = False) -> float:
+    """The configured one-way delay from ``src`` to ``dst``: every link crossed, plus the regions'
+    (``with_jitter``: each link's largest delay, for timeouts)."""
+    path = path_links(topology, src, dst)
+    total = sum(c.delay_ms + (c.jitter_ms if with_jitter else 0.0)
+                for c in (conditions.get(link) for link in path) if c is not None)
+    public = [node for node, segment in path if segment == topology.public]
+    if regions is not None and public:
+        total += regions.one_way_ms(public[0], public[-1])
+    return total

@@ -147,3 +147,17 @@ def test_lateness_histogram_reports_its_quantiles():
         late.add(us / 1e6)
     stats = late.stats()
     assert stats["frames"] == 100 and stats["p99_us_at_most"] == 200.0 and stats["worst_us"] == 3000.0
+
+
+def test_a_path_crosses_every_link_between_two_nodes():
+    t = topology.load("fig1")
+    assert links.path_links(t, "a", "b") == [("a", "lan-a"), ("nat-a", "lan-a"), ("nat-a", "public"),
+                                             ("nat-b", "public"), ("nat-b", "lan-b"), ("b", "lan-b")]
+    assert links.path_links(t, "a", "noise-a") == [("a", "lan-a"), ("noise-a", "lan-a")]
+    conds = {("nat-a", "public"): parse_conditions("delay=20ms"), ("a", "lan-a"): parse_conditions("delay=1ms"),
+             ("nat-b", "public"): parse_conditions("delay=5ms,jitter=2ms")}
+    assert links.one_way_ms(t, conds, None, "a", "b") == 26
+    assert links.one_way_ms(t, conds, None, "b", "server", with_jitter=True) == 7
+    regions = links.parse_regions({"nodes": {"nat-a": "eu", "nat-b": "asia"}, "rtt_ms": {"eu/asia": 100}})
+    assert links.one_way_ms(t, conds, regions, "a", "b") == 76
+    assert links.one_way_ms(t, conds, regions, "a", "server") == 21  # the server has no region

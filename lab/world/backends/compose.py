@@ -68,6 +68,7 @@ class ComposeWorld:
         dockerlab.make_hubs([compose.bridge(self.topology, s.name)
                              for s in self.topology.segments.values() if s.kind == "lan"])
         self.wait_ready(lab)
+        lab.apply_links()  # the topology's link conditions: a compose file has no place for them
         return lab
 
     def _preflight(self) -> None:

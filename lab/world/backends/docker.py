@@ -429,9 +429,9 @@ def lab_prefixes(client) -> set[str]:
     found = {c["Labels"].get(LABEL) for c in client.api.containers(all=True, filters={"label": LABEL})}
     found |= {n["Labels"].get(LABEL) for n in client.api.networks(filters={"label": LABEL})}
     found |= _rule_prefixes()
-    from lab.world import linkctl
+    from lab.world import compose, linkctl
 
-    found |= set(linkctl.leftover_prefixes(PREFIX_RE))
+    found |= set(linkctl.leftover_prefixes(re.compile(rf"^({PREFIX_STEM}[0-9a-z]{{1,8}}|{compose.PROJECT})$")))
     return {p for p in found if p}
 
 
