@@ -35,12 +35,12 @@ SERVER, NAT_A, NAT_B, SINK, NAT_A_LAN, A = "198.51.100.10", "198.51.100.1", "203
 CONDITIONS = {
     "server": "delay=5ms",
     "nat-b": "delay=10ms,rate=20mbit",
-    "sink": "delay=4ms,jitter=2ms",
+    "sink": "delay=10ms,jitter=5ms",
     "a": "loss=10%",
 }
 SEED = 7
 RTT_SAMPLES = 100
-JITTER_SAMPLES = 300
+JITTER_SAMPLES = 200
 LOSS_DATAGRAMS = 2000
 
 

@@ -38,6 +38,7 @@ from pyroute2 import IPRoute, netns
 from lab.world import addressing
 from lab.world.backends.base import Backend, Lab, LabInfo, Wire, process_alive
 from lab.errors import (
+    ConfigError,
     LabNotFound,
     LabStateError,
     MissingKernelFeature,
@@ -374,6 +375,8 @@ class NetnsBackend(Backend):
                         nats[r] = lab.nat_profile(r) or "none"
             except (LabNotFound, ValueError, KeyError):
                 topo = "? (no state file: a leftover)"
+            except ConfigError as exc:  # written by another version of the lab (side by side on one machine)
+                topo = f"? (state not readable here: {exc})"
             nodes = [n.split("-", 1)[1] for n in names if n.startswith(prefix + "-")]
             out.append(LabInfo(prefix, self.name, topo, nodes, pids, nats))
         return out
