@@ -8,8 +8,8 @@ alternate address *and* port for its mapping and filtering tests), and
 equal the profile's RFC 4787 mapping and filtering behaviours.
 
 The tool's filtering test waits out a few seconds per refused CHANGE-REQUEST, so
-:func:`verify_all` spreads the profiles over several labs side by side (two NATs each) and runs
-them concurrently.
+:func:`across_labs` spreads the profiles over several labs side by side (two NATs each) and runs
+them concurrently (the STUN clients' comparison of dp2pt's server with coturn uses it too).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from lab.world import nat, topology
 from lab.world.backends.base import Lab, wait_for_line
@@ -31,6 +32,7 @@ ALT_PORT = 3479
 #: Upper bound of a turnserver's life (coreutils timeout), should the lab forget to stop it.
 SERVER_LIFETIME = 300
 DISCOVERY_TIMEOUT = 30.0
+T = TypeVar("T")
 _VERDICT = re.compile(r"NAT with (.+?) (Mapping|Filtering)!")
 _WORDS = {
     "Endpoint Independent": "endpoint-independent",
@@ -66,7 +68,8 @@ def parse_discovery(text: str) -> tuple[str | None, str | None]:
 class StunServer:
     """coturn STUN-only with two addresses of the sink node (RFC 5780 server)."""
 
-    def __init__(self, lab: Lab, node: str | None = None, workdir: Path | None = None) -> None:
+    def __init__(self, lab: Lab, node: str | None = None, workdir: Path | None = None,
+                 port: int = STUN_PORT, alt_port: int = ALT_PORT) -> None:
         for tool in ("turnserver", "turnutils_natdiscovery", "timeout"):
             if shutil.which(tool) is None:
                 raise MissingTool(f"{tool}: command not found (apt-get install coturn)")
@@ -76,6 +79,7 @@ class StunServer:
         if len(addrs) < 2:
             raise ScenarioError(f"RFC 5780 needs two addresses on {self.node}, it has {addrs}")
         self.addresses = addrs[:2]
+        self.port, self.alt_port = port, alt_port
         self._own_workdir = workdir is None  # a temporary directory, removed on exit
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="dp2pt-turn-"))
         self.proc: subprocess.Popen | None = None
@@ -84,7 +88,7 @@ class StunServer:
         a, b = self.addresses
         w = self.workdir
         return ["timeout", str(SERVER_LIFETIME), "turnserver", "-n", "--stun-only", "--no-auth",
-                "-L", a, "-L", b, "--listening-port", str(STUN_PORT), "--alt-listening-port", str(ALT_PORT),
+                "-L", a, "-L", b, "--listening-port", str(self.port), "--alt-listening-port", str(self.alt_port),
                 "--no-cli", "--no-tls", "--no-dtls", "--no-tcp", "--simple-log", "--log-file", "stdout",
                 "--pidfile", str(w / "turnserver.pid"), "--userdb", str(w / "turndb"), "-r", "dp2pt-lab"]
 
@@ -117,43 +121,56 @@ def discover(lab: Lab, stun: StunServer, router: str, profile: str) -> Verdict:
     """Configure ``router`` as ``profile`` and classify it from the peer behind it."""
     prof = lab.configure_nat(router, profile)
     client = lab.topology.lan_hosts(router, "peer")[0]
-    res = lab.exec(client, ["turnutils_natdiscovery", "-m", "-f", "-p", str(STUN_PORT), stun.addresses[0]],
+    res = lab.exec(client, ["turnutils_natdiscovery", "-m", "-f", "-p", str(stun.port), stun.addresses[0]],
                    check=False, timeout=DISCOVERY_TIMEOUT)
     mapping, filtering = parse_discovery(res.stdout)
     return Verdict(profile, prof.mapping.value, prof.filtering.value, mapping, filtering, res.stdout + res.stderr)
 
 
 def verify_all(backend, profiles: list[str], workdir: Path | None = None) -> dict[str, Verdict]:
-    """Classify every profile, two per lab (nat-a, nat-b), all labs side by side and concurrent."""
+    """Classify every profile with coturn's natdiscovery (see :func:`across_labs`)."""
+    return across_labs(backend, profiles, lambda lab, wd: [StunServer(lab, workdir=wd)],
+                       lambda lab, servers, router, profile: discover(lab, servers[0], router, profile), workdir)
+
+
+def across_labs(backend, profiles: list[str], servers: Callable[[Lab, Path | None], list],
+                job: Callable[[Lab, list, str, str], T], workdir: Path | None = None) -> dict[str, T]:
+    """Run ``job(lab, servers, router, profile)`` for every profile, two per lab (nat-a, nat-b), all
+    labs side by side and concurrent; ``servers(lab, workdir)`` makes the context managers each lab
+    serves them with (entered before the jobs, left after them).  Returns job results by profile."""
     for p in profiles:
         nat.parse_profile(p)
     slots = [profiles[i : i + 2] for i in range(0, len(profiles), 2)]
-    verdicts: dict[str, Verdict] = {}
+    results: dict[str, T] = {}
     errors: list[BaseException] = []
     labs: list[Lab] = []
     lock = threading.Lock()
 
-    def work(lab: Lab, stun: StunServer, router: str, profile: str) -> None:
+    def work(lab: Lab, running: list, router: str, profile: str) -> None:
         try:
-            v = discover(lab, stun, router, profile)
+            result = job(lab, running, router, profile)
             with lock:
-                verdicts[profile] = v
+                results[profile] = result
         except BaseException as exc:  # reported in the caller's thread
             errors.append(exc)
 
-    servers: list[StunServer] = []
+    entered: list[list] = []  # per lab, what the servers' __enter__ returned (what jobs get)
+    managers: list = []
     try:
-        for i, pair in enumerate(slots):
+        for i, _pair in enumerate(slots):
             lab = backend.up(topology.load("fig1"))
             labs.append(lab)
             wd = (Path(workdir) / f"lab{i}") if workdir else None
             if wd:
                 wd.mkdir(parents=True, exist_ok=True)
-            servers.append(StunServer(lab, workdir=wd).__enter__())
+            entered.append([])
+            for server in servers(lab, wd):
+                entered[-1].append(server.__enter__())
+                managers.append(server)
         threads = []
-        for lab, stun, pair in zip(labs, servers, slots):
+        for lab, running, pair in zip(labs, entered, slots):
             for router, profile in zip(("nat-a", "nat-b"), pair):
-                t = threading.Thread(target=work, args=(lab, stun, router, profile))
+                t = threading.Thread(target=work, args=(lab, running, router, profile))
                 t.start()
                 threads.append(t)
         for t in threads:
@@ -163,10 +180,10 @@ def verify_all(backend, profiles: list[str], workdir: Path | None = None) -> dic
                 for router in ("nat-a", "nat-b"):
                     (Path(workdir) / f"conntrack-{lab.prefix}-{router}.txt").write_text(lab.conntrack_dump(router))
     finally:
-        for stun in servers:
-            stun.__exit__(None, None, None)
+        for server in managers:
+            server.__exit__(None, None, None)
         for lab in labs:
             lab.down()
     if errors:
         raise errors[0]
-    return verdicts
+    return results
