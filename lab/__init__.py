@@ -4,6 +4,8 @@ The package is grouped by concern (docs/ARCHITECTURE.md):
 
 * :mod:`lab.world` — the lab itself: topologies, NAT profiles, backends (netns, Docker), the compose
   world, cut-in traffic, captures, RFC 5780 verification of the routers;
+* :mod:`lab.agents` — what runs on peers A and B besides dp2pt (ICE with aioice), the environment
+  contract any program is started with, and the signalling rendezvous;
 * :mod:`lab.scenarios` — one scenario cell run and classified, expected outcomes, the matrix;
 * :mod:`lab.study` — the improved protocol's success probability, modelled and measured;
 * :mod:`lab.report` — ladder diagrams, heatmaps and summaries of a run;

@@ -1,7 +1,8 @@
 """``dp2pt-lab``: bring labs up and down, configure NATs, run scenario cells, act inside nodes.
 
     dp2pt-lab up [TOPOLOGY] [--nat-a PROFILE] [--nat-b PROFILE] [--prefix P] [--link NODE[:SEG]=COND ...]
-    dp2pt-lab run [SCENARIO] [--nat-a P --nat-b P --variant V --k K --cut-a N --cut-b N] [--link ...]
+    dp2pt-lab run [SCENARIO|all] [--agent dp2pt|ice|command] [--nat-a P --nat-b P --variant V --k K
+                  --cut-a N --cut-b N] [--command "PROG ARGS"] [--turn] [--timeout S] [--link ...]
     dp2pt-lab link [NODE[:SEG]=COND ...] [--clear-all]   (a running lab's link conditions)
     dp2pt-lab exec NODE -- CMD [ARG...]
     dp2pt-lab nat ROUTER PROFILE          (re-load a router's NAT: fresh mappings)
@@ -193,7 +194,9 @@ def cmd_run(args) -> int:
 
     b = backends.get(args.backend)
     if args.scenario in ("all", "matrix"):
-        cells = matrix.load()
+        cells = [c for c in matrix.load() if args.agent in (None, c.agent)]
+        if not cells:
+            raise ConfigError(f"scenarios/matrix.csv has no {args.agent} cell")
     elif args.scenario:
         cells = [c for c in matrix.load() if c.id == args.scenario]
         if not cells:
@@ -202,7 +205,9 @@ def cmd_run(args) -> int:
     else:
         if not (args.nat_a and args.nat_b):
             raise ConfigError("run needs a SCENARIO (cell id or 'all') or both --nat-a and --nat-b")
-        cells = [Cell(args.nat_a, args.nat_b, args.variant, args.k, args.schedule, args.cut_a, args.cut_b)]
+        agent = args.agent or ("command" if args.command else "dp2pt")
+        cells = [Cell(args.nat_a, args.nat_b, args.variant, args.k, args.schedule, args.cut_a, args.cut_b,
+                      agent=agent, command=args.command, turn=args.turn, timeout=args.timeout)]
     own = args.lab is None  # a lab of its own (0.3 s) rather than someone else's by accident
     need_fig4 = any(c.variant == "distributed" for c in cells)
     topo = _topology_with_links("fig4" if need_fig4 else args.topology, args)
@@ -222,7 +227,7 @@ def cmd_run(args) -> int:
                 unexpected += not r.as_expected
                 err = r.path_error or r.a.get("error") or r.b.get("error") or ""
                 detail = f"  [{err}]" if err and not r.as_expected else ""
-                print(f"{cell.id:75s} {r.outcome:7s} {r.seconds:6.2f}s{mark}{detail}")
+                print(f"{cell.id:75s} {r.outcome:7s} {r.seconds:6.2f}s{mark}{detail}", flush=True)
     finally:
         if own:
             lab.down()
@@ -316,11 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--topology", default="fig1")
     run.add_argument("--nat-a")
     run.add_argument("--nat-b")
-    run.add_argument("--variant", default="basic", choices=("basic", "simplified", "improved", "distributed"))
+    run.add_argument("--agent", choices=("dp2pt", "ice", "command"),
+                     help="what runs on A and B (default: every agent's cells with 'all', else dp2pt)")
+    run.add_argument("--variant", help="dp2pt: basic (default), simplified, improved, distributed; "
+                                       "ice: stun (default), turn; command: a label")
     run.add_argument("--k", type=int)
     run.add_argument("--schedule")
     run.add_argument("--cut-a", type=int, default=0, help="flows cutting in on A's side (after probe 2)")
     run.add_argument("--cut-b", type=int, default=0, help="flows cutting in on B's side")
+    run.add_argument("--command", help="--agent command: the program run on A and B, with {LAB_...} placeholders "
+                                       "(lab/README.md, Agents)")
+    run.add_argument("--turn", action="store_true", help="--agent command: give the program a TURN server (coturn)")
+    run.add_argument("--timeout", type=float, help="seconds the agent has (default: the agent's)")
     run.add_argument("--run-dir", default="runs", help="where run directories go (default ./runs)")
     _link_options(run)
     run.set_defaults(func=cmd_run)

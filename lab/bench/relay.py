@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 
 from dp2pt.proto import stun
+from lab.world import services
+from lab.world.services import TURN_PASSWORD, TURN_PORT, TURN_USER
 
-TURN_PORT = 3490  # the dp2pt server holds 3478/3479 on the server node
-TURN_USER, TURN_PASSWORD, TURN_REALM = "bench", "bench", "dp2pt.lab"
 COUNT = 2000  # echoes for the rate
 WINDOW = 16
 RTT_COUNT = 200  # one-at-a-time round trips
@@ -209,15 +209,11 @@ def bench(lab) -> dict:
 
     topo = lab.topology
     server = topo.by_role("server")[0]
-    sip = topo.address(server)
     routers = [topo.router_of(p) for p in topo.by_role("peer")[:2]]
     for router, profile in zip(routers, PAIR):
         lab.configure_nat(router, profile)
-    turn = lab.popen(server, ["turnserver", "-n", "--listening-ip", sip, "--relay-ip", sip, "--listening-port",
-                              str(TURN_PORT), "--lt-cred-mech", "--user", f"{TURN_USER}:{TURN_PASSWORD}",
-                              "--realm", TURN_REALM, "--no-tcp", "--no-tls", "--no-dtls", "--no-cli",
-                              "--allow-loopback-peers", "--log-file", "stdout", "--simple-log",
-                              "--pidfile", f"/tmp/dp2pt-bench-turn-{lab.prefix}.pid"])
+    turn = lab.popen(server, services.turn_server_argv(topo, server, f"/tmp/dp2pt-bench-turn-{lab.prefix}.pid"),
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with Runner(lab, Path(tempfile.gettempdir()) / f"dp2pt-bench-path-{lab.prefix}"):
             # The Runner keeps the location server (STUN on STUN_PORT) up for the agents' mapping probes.

@@ -17,6 +17,9 @@ same mapping and the path is up (step 17). B punches first (step 15), then A (st
 repeat their bursts to the same destinations (no new mapping), so a punch that an
 address-restricted NAT dropped before its own side punched passes on the second round. The
 outcome is therefore independent of timing: no cell is a coin flip.
+
+:func:`expected_ice` replays full ICE (RFC 8445) the way aioice runs it on the same NAT models:
+see its docstring.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ SCHEDULES: dict[str, tuple[tuple[int, int], ...]] = {
     "poisson-greedy": tuple((i, 0) for i in range(64)),
 }
 DEFAULT_K = 6
+#: Check rounds replayed for ICE: every check is retransmitted, so a check that a NAT dropped
+#: before the other side had sent anything is tried again once it has (RFC 8445 §7.2.4).
+ICE_ROUNDS = 3
 NAT_A_IP, NAT_B_IP, SERVER_IP, SINK_IP = "nat-a", "nat-b", "server", "sink"
 A_LOCAL, B_LOCAL = 40000, 41000  # the peers' local ports (what port preservation keeps)
 
@@ -124,3 +130,35 @@ def expected(nat_a: str, nat_b: str, variant: str = "basic", k: int | None = Non
     """``"direct"`` or ``"failed"``."""
     ok = _replay(nat_a, nat_b, variant, k, schedule, cut_a, cut_b, seed)
     return "direct" if ok else "failed"
+
+
+def expected_ice(nat_a: str, nat_b: str, turn: bool = False, seed: int = 1, rounds: int = ICE_ROUNDS) -> str:
+    """ICE between A (controlling) and B: ``"direct"``, ``"relayed"`` or ``"failed"``.
+
+    Each side learns its server-reflexive address from one STUN Binding to the server (its host
+    address is private: unreachable from the other LAN). Each side checks the other's srflx
+    address from its host socket, every check retransmitted (``rounds``); a check from B
+    that passes NAT-A teaches A a peer-reflexive address (B's mapping towards A), which A checks at
+    once (a triggered check, §7.3.1.4). aioice's controlling side nominates aggressively (every
+    check carries USE-CANDIDATE), so ICE connects directly as soon as one check *of A* passes
+    NAT-B: its response comes back through the flow it opened, and B answers the nomination. With
+    a TURN server (``turn``), a relayed pair connects whenever no direct check can pass: the relay
+    lets in any peer a permission names, and both peers can reach it. Where a direct pair is
+    possible, which pair aioice nominates first also depends on timing (the relayed checks race a
+    direct check's retransmission): the matrix declares TURN cells only where direct is impossible.
+    """
+    rng = random.Random(seed)
+    na, nb = SimNat(nat.parse_profile(nat_a), rng), SimNat(nat.parse_profile(nat_b), rng)
+    a_ep, b_ep = ("a", A_LOCAL), ("b", B_LOCAL)
+    x = na.out(a_ep, (SERVER_IP, 3478))
+    y = nb.out(b_ep, (SERVER_IP, 3478))
+    a_targets, b_targets = [y], [x]  # ports on the other NAT's WAN address
+    for _ in range(rounds):
+        for port in list(a_targets):
+            if nb.accepts((NAT_A_IP, na.out(a_ep, (NAT_B_IP, port))), port):
+                return "direct"
+        for port in b_targets:
+            src = nb.out(b_ep, (NAT_A_IP, port))
+            if na.accepts((NAT_B_IP, src), port) and src not in a_targets:
+                a_targets.append(src)  # peer-reflexive: A's triggered check goes there next
+    return "relayed" if turn else "failed"

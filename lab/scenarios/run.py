@@ -1,77 +1,122 @@
-"""Run scenario cells on a running lab and classify each outcome (``direct`` / ``failed``).
+"""Run scenario cells on a running lab and classify each outcome (``direct`` / ``relayed`` / ``failed``).
 
-A *cell* is one point of the matrix: NAT-A profile x NAT-B profile x protocol variant x cut-ins on
-each side. :class:`Runner` keeps what is expensive alive for a whole session — the location
-server(s) (federated when the topology has two: spec FIG. 4, steps 7-1 and 13-1) and one cut-in
-agent per noise host — and per cell only reloads the NATs (fresh mappings, allocator reset),
-starts a capture, the two peers, and collects the artifacts under ``<run dir>/<cell id>/``:
+A *cell* is one point of the matrix: NAT-A profile x NAT-B profile x agent (what runs on A and B:
+dp2pt with its variant, ICE, a user's command; :mod:`lab.scenarios.agents`) x cut-ins on each side.
+:class:`Runner` keeps what is expensive alive for a whole session — the location server(s)
+(federated when the topology has two: spec FIG. 4, steps 7-1 and 13-1), one cut-in agent per noise
+host, and once a cell needs them the signalling rendezvous and a TURN server (coturn) — and per
+cell only reloads the NATs (fresh mappings, allocator reset), starts a capture, the two agents,
+and collects the artifacts under ``<run dir>/<cell id>/``:
 
     public.pcap  a.json  b.json  a.log  b.log  cutins.json  conntrack-nat-a.txt  nft-nat-a.txt ...
-    result.json  (the classified outcome and the evidence it rests on)
+    addresses.json  result.json  (the classified outcome and the evidence it rests on)
 
-The peers are driven only through the ``dp2pt`` CLI (docs/CONTRACT.md): A listens (role A of the
-spec), B connects. The cut-in window is the spec's: flows on A's side between its second probe
-(step 5) and its punch (step 16), on B's side between its second probe (step 11) and its punch
-(step 15); the agents fire when they see that probe cross the LAN.
+A starts first (dp2pt's listener, role A of the spec) and B once A says it is ready. Every agent
+gets the lab's contract in its environment (:mod:`lab.agents.contract`); dp2pt is driven only
+through its CLI (docs/CONTRACT.md). The outcome is the path the capture shows
+(:func:`lab.world.capture.classify_path`), which must agree with what the agents claim; a program
+that claims nothing is judged by the capture alone. The cut-in window is the spec's: flows on A's
+side between its second probe (step 5) and its punch (step 16), on B's side between its second
+probe (step 11) and its punch (step 15); the agents fire when they see that probe cross the LAN.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lab.agents import contract
+from lab.scenarios import agents
+from lab.scenarios.agents import PUNCH_TIMEOUT
 from lab.world import capture, nat, services, traffic
 from lab.world.backends.base import Lab, wait_for_line
 from lab.errors import ConfigError, MissingTool, ScenarioError
 
-VARIANTS = ("basic", "simplified", "improved", "distributed")
-#: Per-cell peer timeouts (seconds) on instant links: small, so that an expected failure costs little.
-SESSION_TIMEOUT = 4.0
-PUNCH_TIMEOUT = 0.6
-#: With link conditions (lab.world.links) they grow by these many round trips of the slowest path,
-#: and with loss by the time retransmissions take (TCP's first SYN retry alone is 1 s).
+VARIANTS = agents.KINDS["dp2pt"].variants
+OUTCOMES = ("direct", "relayed", "failed")
+#: The capture's path (lab.world.capture) for each outcome.
+PATH_OF = {"direct": "direct", "relayed": "relayed", "failed": "none"}
+#: With link conditions (lab.world.links) the agents' timeouts (lab.scenarios.agents: those of an
+#: instant lab) grow by these many round trips of the slowest path, and with loss by the time
+#: retransmissions take (TCP's first SYN retry alone is 1 s).
 SESSION_RTTS = 25
 PUNCH_RTTS = 6
 LOSSY_SESSION_EXTRA = 20.0
 LOSSY_PUNCH_EXTRA = 3.0
-DATA_COUNT = 3
 #: A cell whose cut-ins missed their window (the agent fired too late) is re-run at most this often.
 MAX_ATTEMPTS = 3
 PEER_EXIT_GRACE = 8.0
+#: How long A has to say it is ready (log in, publish its candidates) before B starts.
+READY_TIMEOUT = 10.0
+_LABEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One scenario: who is behind which NAT, which variant, how many flows cut in on each side."""
+    """One scenario: who is behind which NAT, which agent (and variant), how many flows cut in on each side.
+
+    ``variant`` is the agent's: dp2pt's ``basic`` (default) / ``simplified`` / ``improved`` /
+    ``distributed``, ICE's ``stun`` (default) / ``turn``, or a free label naming a ``command``.
+    ``command`` is the program a ``command`` cell runs on both sides (shell words, ``{LAB_...}``
+    placeholders), ``turn`` gives a command a TURN server, ``timeout`` overrides the agent's.
+    """
 
     nat_a: str
     nat_b: str
-    variant: str = "basic"
+    variant: str | None = None
     k: int | None = None
     schedule: str | None = None
     cut_a: int = 0
     cut_b: int = 0
-    expect: str | None = None  # "direct" | "failed" (from the matrix file); None = just observe
+    expect: str | None = None  # "direct" | "relayed" | "failed" (from the matrix file); None = just observe
     why: str = ""
+    agent: str = "dp2pt"
+    command: str | None = None
+    turn: bool = False
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"unknown variant {self.variant!r}; known: {', '.join(VARIANTS)}")
-        if self.expect not in (None, "direct", "failed"):
-            raise ConfigError(f"expected outcome must be 'direct' or 'failed', not {self.expect!r}")
+        kind = agents.get(self.agent)
+        if self.variant is None:
+            object.__setattr__(self, "variant", kind.default_variant)
+        if kind.variants is not None and self.variant not in kind.variants:
+            raise ConfigError(f"unknown variant {self.variant!r} for agent {self.agent}; known: {', '.join(kind.variants)}")
+        if kind.variants is None and not _LABEL.match(self.variant):
+            raise ConfigError(f"a command's label must be 1-32 of [a-z0-9-], not {self.variant!r}")
+        if self.expect not in (None, *OUTCOMES):
+            raise ConfigError(f"expected outcome must be one of {', '.join(OUTCOMES)}, not {self.expect!r}")
         if not (0 <= self.cut_a <= 50 and 0 <= self.cut_b <= 50):
             raise ConfigError("cut-ins per side must be 0..50")
+        if (self.cut_a or self.cut_b) and not kind.cut_ins:
+            raise ConfigError(f"cut-ins are timed on dp2pt's probes: the {self.agent} agent runs without them")
+        if self.agent != "dp2pt" and (self.k or self.schedule):
+            raise ConfigError("k and schedule are dp2pt's (improved variant)")
+        if (self.command is not None) != (self.agent == "command"):
+            raise ConfigError("a command cell needs a command (and only a command cell takes one)")
+        if self.agent == "command" and not self.command.strip():
+            raise ConfigError("the command is empty")
+        if self.agent == "ice":
+            object.__setattr__(self, "turn", self.variant == "turn")
+        elif self.turn and self.agent == "dp2pt":
+            raise ConfigError("dp2pt uses no TURN server")
+        if self.timeout is not None and not 0 < self.timeout <= 120:
+            raise ConfigError("a cell's timeout must be 0..120 seconds")
         nat.parse_profile(self.nat_a)
         nat.parse_profile(self.nat_b)
 
     @property
     def id(self) -> str:
-        v = self.variant + (str(self.k) if self.k else "") + (f"-{self.schedule}" if self.schedule else "")
+        if self.agent == "dp2pt":
+            v = self.variant + (str(self.k) if self.k else "") + (f"-{self.schedule}" if self.schedule else "")
+        else:
+            v = self.agent if self.variant == self.agent else f"{self.agent}-{self.variant}"
+            v += "-turn" if self.turn and self.agent == "command" else ""
         safe = lambda s: re.sub(r"[^a-z0-9=.-]+", "_", s)  # noqa: E731
         return f"{safe(self.nat_a)}__{safe(self.nat_b)}__{v}__cut{self.cut_a}{self.cut_b}"
 
@@ -84,7 +129,7 @@ class Cell:
 @dataclass
 class CellResult:
     cell: Cell
-    outcome: str  # "direct" | "failed"
+    outcome: str  # "direct" | "relayed" | "failed"
     dir: Path
     a: dict = field(default_factory=dict)
     b: dict = field(default_factory=dict)
@@ -93,6 +138,12 @@ class CellResult:
     path_error: str | None = None
     attempts: int = 1
     seconds: float = 0.0
+    claim: str | None = None  # what the agents said happened (None: a program that claims nothing)
+
+    @property
+    def route(self) -> str | None:
+        """The path the capture shows: ``direct``, ``relayed`` or ``none`` (lab.world.capture)."""
+        return self.path.get("path")
 
     @property
     def as_expected(self) -> bool:
@@ -134,6 +185,7 @@ class Runner:
             raise ConfigError(f"topology {topo.name} has no location server")
         self.server_procs: dict[str, subprocess.Popen] = {}
         self.server_info: dict[str, dict] = {}
+        self.services: dict[str, subprocess.Popen] = {}  # "rendezvous", "turn": started when a cell needs them
         self.agents: dict[str, traffic.TrafficAgent] = {}
         self.servers_running = servers_running
         self._serial = 0
@@ -179,18 +231,49 @@ class Runner:
         self._started = True
         return self
 
+    def _service(self, name: str) -> None:
+        """Start the rendezvous or coturn on the first server node, once per session."""
+        if name in self.services:
+            return
+        node, topo = self.servers[0], self.lab.topology
+        if name == "rendezvous":
+            proc = self.lab.popen(node, services.rendezvous_argv(topo, node, self.lab.python))
+            self.services[name] = proc
+            try:
+                wait_for_line(proc, lambda l: '"ready"' in l, READY_TIMEOUT)
+            except TimeoutError:
+                err = proc.stderr.read() if proc.poll() is not None else ""
+                raise ScenarioError(f"rendezvous on {node} did not start: {err.strip()[-300:]}") from None
+            return
+        if shutil.which("turnserver") is None:
+            raise MissingTool("turnserver: command not found (apt-get install coturn): the TURN variant needs it")
+        log = self.run_dir / "server-turn.log"  # a file, not a pipe: coturn logs every allocation
+        with log.open("w") as out:
+            proc = self.lab.popen(node, services.turn_server_argv(topo, node, f"/tmp/dp2pt-turn-{self.lab.prefix}.pid"),
+                                  stdout=out, stderr=subprocess.STDOUT)
+        self.services[name] = proc
+        deadline = time.monotonic() + READY_TIMEOUT
+        while services.TURN_READY not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+                raise ScenarioError(f"turnserver on {node} did not start: {tail}")
+            time.sleep(0.02)
+
     def close(self) -> None:
         for agent in self.agents.values():
             agent.stop()
         self.agents.clear()
-        for name, proc in self.server_procs.items():
+        for name, proc in [*self.server_procs.items(), *self.services.items()]:
             self.lab.stop(proc)
+            if proc.stdout is None:
+                continue  # logged to a file already
             try:
-                out = proc.stdout.read() if proc.stdout else ""
+                out = proc.stdout.read()
                 (self.run_dir / f"server-{name}.log").write_text(out + (proc.stderr.read() if proc.stderr else ""))
             except (OSError, ValueError):
                 pass
         self.server_procs.clear()
+        self.services.clear()
 
     def __enter__(self) -> "Runner":
         return self.start() if not self._started else self
@@ -218,19 +301,50 @@ class Runner:
             return self.servers[0], self.servers[1]
         return self.servers[0], self.servers[0]
 
-    def timeouts(self) -> tuple[float, float]:
-        """(session, punch) timeouts for the peers: the instant lab's, stretched by the links' round
-        trips and loss (read from the lab now: ``dp2pt-lab link`` may have changed them)."""
+    def timeouts(self, cell: Cell | None = None) -> tuple[float, float]:
+        """(session, punch) timeouts of ``cell``'s agent (dp2pt's by default): the instant lab's,
+        stretched by the links' round trips and loss (read from the lab now: ``dp2pt-lab link`` may
+        have changed them)."""
         from lab.world import linkctl
 
         topo = self.lab.topology
+        base = agents.get(cell.agent).timeout(cell) if cell else agents.SESSION_TIMEOUT
         rtt = linkctl.worst_round_trip_ms(self.lab, topo.by_role("peer")[:2] + self.servers) / 1000
         lossy = linkctl.worst_loss(self.lab) > 0
-        return (SESSION_TIMEOUT + SESSION_RTTS * rtt + (LOSSY_SESSION_EXTRA if lossy else 0.0),
+        return (base + SESSION_RTTS * rtt + (LOSSY_SESSION_EXTRA if lossy else 0.0),
                 PUNCH_TIMEOUT + PUNCH_RTTS * rtt + (LOSSY_PUNCH_EXTRA if lossy else 0.0))
+
+    def _environments(self, cell: Cell, peers: tuple[str, str], servers: tuple[str, str],
+                      timeout: float) -> tuple[dict, dict]:
+        """The contract's environment of A and B for this run of ``cell``."""
+        topo = self.lab.topology
+        first = topo.address(self.servers[0])
+        turn = contract.Turn((first, services.TURN_PORT), services.TURN_USER, services.TURN_PASSWORD) if cell.turn else None
+        ids, session = (f"A{self._serial}", f"B{self._serial}"), f"{self.lab.prefix}-{self._serial}-{secrets.token_hex(3)}"
+        envs = []
+        for i, (role, peer, srv) in enumerate(zip("AB", peers, servers)):
+            ip = topo.address(srv)
+            envs.append(contract.AgentEnv(role, ids[i], ids[1 - i], session, (first, services.RENDEZVOUS_PORT),
+                                          (ip, services.CONTROL_PORT), (ip, services.STUN_PORT), topo.address(peer),
+                                          timeout, turn).to_env())
+        return envs[0], envs[1]
+
+    def _endpoints(self, cell: Cell, nat_a: str, nat_b: str) -> capture.Endpoints:
+        """Who is who on the public segment: the NATs' WANs, the servers' ports, the relay if any."""
+        topo = self.lab.topology
+        listening = {(ip, port) for s in self.servers for ip in topo.addresses(s)
+                     for port in (services.STUN_PORT, services.ALT_STUN_PORT)}
+        relays = set()
+        if cell.turn:
+            relay = topo.address(self.servers[0])
+            listening.add((relay, services.TURN_PORT))
+            relays.add(relay)
+        return capture.Endpoints(topo.address(nat_a, topo.public), topo.address(nat_b, topo.public),
+                                 frozenset(listening), frozenset(relays))
 
     def _run_once(self, cell: Cell, attempt: int) -> CellResult:
         lab, topo = self.lab, self.lab.topology
+        kind = agents.get(cell.agent)
         t0 = time.monotonic()
         self._serial += 1
         cdir = self.run_dir / (cell.id if attempt == 1 else f"{cell.id}.try{attempt}")
@@ -238,9 +352,15 @@ class Runner:
         peer_a, peer_b = topo.by_role("peer")[:2]
         nat_a, nat_b = topo.router_of(peer_a), topo.router_of(peer_b)
         srv_a, srv_b = self._servers_for(cell)
+        if cell.agent != "dp2pt":
+            self._service("rendezvous")
+        if cell.turn:
+            self._service("turn")
         prof_a = lab.configure_nat(nat_a, cell.nat_a)
         prof_b = lab.configure_nat(nat_b, cell.nat_b)
-        session_timeout, punch_timeout = self.timeouts()
+        session_timeout, punch_timeout = self.timeouts(cell)
+        env_a, env_b = self._environments(cell, (peer_a, peer_b), (srv_a, srv_b), session_timeout)
+        argv_a, argv_b = (kind.argv(cell, env, lab.python, punch_timeout) for env in (env_a, env_b))
 
         cap = lab.capture(topo.public, cdir / "public.pcap", bpf="udp or tcp")  # TCP: control steps 1, 2, 7, 8, 13, 14
         armed: dict[str, tuple[str, int]] = {}
@@ -257,26 +377,18 @@ class Runner:
                                                            timeout=min(session_timeout + 2, traffic.MAX_DURATION)))
                 armed[noise] = (peer, n)
 
-            id_a, id_b = f"A{self._serial}", f"B{self._serial}"
-            common = ["--json", "--timeout", f"{session_timeout:.3f}", "--punch-timeout", f"{punch_timeout:.3f}",
-                      "--count", str(DATA_COUNT)]
-            argv_a = ["dp2pt", "peer", "--id", id_a, "--server", f"{topo.address(srv_a)}:{services.CONTROL_PORT}", *common,
-                      "listen", "--sessions", "1"]
-            argv_b = ["dp2pt", "peer", "--id", id_b, "--server", f"{topo.address(srv_b)}:{services.CONTROL_PORT}", *common,
-                      "connect", id_a, "--variant", cell.protocol_variant]
-            if cell.k:
-                argv_b += ["--k", str(cell.k)]
-            if cell.schedule:
-                argv_b += ["--schedule", cell.schedule]
-            proc_a = lab.popen(peer_a, argv_a)
-            try:
-                wait_for_line(proc_a, lambda l: '"ready"' in l, 5.0)
-            except TimeoutError:
-                lab.stop(proc_a)
-                raise ScenarioError(f"peer A did not log in: {proc_a.stderr.read().strip()[-300:]}") from None
-            proc_b = lab.popen(peer_b, argv_b)
-            res_a = self._collect(proc_a, cdir / "a", session_timeout)
-            res_b = self._collect(proc_b, cdir / "b", session_timeout)
+            proc_a = lab.popen(peer_a, argv_a, env=env_a)
+            if kind.ready:
+                try:
+                    wait_for_line(proc_a, lambda l: kind.ready in l, READY_TIMEOUT)
+                except TimeoutError:
+                    lab.stop(proc_a)
+                    raise ScenarioError(f"{cell.agent} on A did not get ready: "
+                                        f"{proc_a.stderr.read().strip()[-300:]}") from None
+            proc_b = lab.popen(peer_b, argv_b, env=env_b)
+            wait = session_timeout + PEER_EXIT_GRACE
+            res_a = self._collect(proc_a, cdir / "a", wait)
+            res_b = self._collect(proc_b, cdir / "b", wait)
             reports = {}
             for noise, (peer, n) in armed.items():
                 reports[noise] = self.agents[noise].result(session_timeout + 3)
@@ -290,34 +402,45 @@ class Runner:
         cutins = self._check_cutins(cell, reports, armed, sides, cdir)
         (cdir / "cutins.json").write_text(json.dumps(cutins, indent=2))
 
-        claimed = bool(res_a.get("ok") and res_b.get("ok") and res_a.get("direct") and res_b.get("direct"))
-        report = capture.read_d2pt(cdir / "public.pcap")
+        ends = self._endpoints(cell, nat_a, nat_b)
+        (cdir / "addresses.json").write_text(json.dumps(
+            {"nat_a": ends.wan_a, "nat_b": ends.wan_b, "servers": sorted({ip for ip, _ in ends.services}),
+             "relays": sorted(ends.relays)}))
+        verdict = capture.classify_path(cdir / "public.pcap", ends)
+        path = verdict.to_dict()
+        claim = kind.claim(res_a, res_b)
         path_error = None
-        try:
-            if claimed:
-                capture.assert_direct(report, topo.address(nat_a, topo.public), topo.address(nat_b, topo.public),
-                                      [ip for s in self.servers for ip in topo.addresses(s)])
-            else:
-                capture.assert_no_direct_data(report)
-        except capture.PathNotProven as exc:
-            path_error = str(exc)
-        outcome = "direct" if claimed and path_error is None else "failed"
-        return CellResult(cell, outcome, cdir, res_a, res_b, cutins, report.to_dict(), path_error, attempt,
-                          round(time.monotonic() - t0, 3))
+        if claim is None:
+            outcome = next(o for o, p in PATH_OF.items() if p == verdict.path)
+        elif PATH_OF[claim] != verdict.path:
+            path_error = f"{cell.agent} says {claim}, the capture shows {verdict.path}"
+            outcome = "failed"
+        else:
+            outcome = claim
+        if cell.agent == "dp2pt":
+            report = capture.read_d2pt(cdir / "public.pcap")
+            path["d2pt"] = report.to_dict()["d2pt"]
+            try:
+                if outcome == "direct":
+                    capture.assert_direct(report, ends.wan_a, ends.wan_b,
+                                          [ip for s in self.servers for ip in topo.addresses(s)])
+                else:
+                    capture.assert_no_direct_data(report)
+            except capture.PathNotProven as exc:
+                path_error, outcome = path_error or str(exc), "failed"
+        return CellResult(cell, outcome, cdir, res_a, res_b, cutins, path, path_error, attempt,
+                          round(time.monotonic() - t0, 3), claim)
 
-    def _collect(self, proc: subprocess.Popen, stem: Path, session_timeout: float) -> dict:
+    def _collect(self, proc: subprocess.Popen, stem: Path, wait: float) -> dict:
         try:
-            out, err = proc.communicate(timeout=session_timeout + PEER_EXIT_GRACE)
+            out, err = proc.communicate(timeout=wait)
         except subprocess.TimeoutExpired:
             self.lab.stop(proc)
             out, err = proc.communicate()
         self.lab.stop(proc)
         stem.with_suffix(".log").write_text(err or "")
         stem.with_suffix(".out").write_text(out or "")
-        result = {}
-        for line in (out or "").splitlines():
-            if line.startswith("{") and '"ok"' in line:
-                result = json.loads(line)
+        result = contract.result_line(out or "") or {}
         result.setdefault("exit_code", proc.returncode)
         stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
         return result

@@ -1,24 +1,49 @@
-"""Proof of the direct path from a capture of the public segment (the "real Internet 16").
+"""Proof of the path from a capture of the public segment (the "real Internet 16").
 
 This is the one module of the lab that reads pcap files (:func:`read_packets`: UDP datagrams and
-TCP control lines, merged by time); reports classify what it returns. The peers' own result lines say ``"direct": true``; this module checks it from the outside: in the
-pcap of the public bridge, the protocol's direct datagrams (magic ``b"D2PT"``, docs/CONTRACT.md)
-must travel between NAT-A's WAN address and NAT-B's WAN address in both directions, and none may
-go to or come from a location server — no proxy, no relay (the spec's whole point: "without
-being transmitted by a third-party or a proxy server").
+TCP control lines, merged by time); reports classify what it returns.
+Agents say what they believe (``"direct": true``); this module checks it from the outside, for
+any UDP program, with :func:`classify_path`: on the public bridge a datagram is
+
+* on the **direct** path when it travels between NAT-A's WAN address and NAT-B's WAN address;
+* on a **relayed** path when it travels between a NAT's WAN and a relay (a TURN server's
+  address) — unless it is only a *probe*: a STUN/TURN transaction with a server's listening port
+  (Binding, Allocate, Refresh, CreatePermission, ChannelBind). TURN ChannelData and Send/Data
+  indications carry relayed data, and anything to a relay's other ports is relayed by definition;
+* anything else (probes to the location server, cut-in flows to the sink) is not a path.
+
+A capture on the public segment sees a packet *before* the far NAT decides to drop it, so one
+datagram each way proves nothing (both punches of a failed exchange cross the wire). A flow (one
+5-tuple) is **open** when each direction carries a datagram sent after the first datagram of the
+other direction: by then the sender's NAT holds the flow and the receiver's NAT has translated
+the other direction's datagram out through it, so the later one is a reply that both NATs pass.
+The verdict prefers flows that carry the program's own data (non-STUN datagrams) after opening,
+since ICE's connectivity checks also open flows it does not nominate: ``direct`` if an open direct
+flow carries data, else ``relayed`` if both NATs have an open relay flow carrying data, else the
+same two without the data condition, else ``none``.
+
+dp2pt's direct datagrams (magic ``b"D2PT"``, docs/CONTRACT.md) get a stricter check on top
+(:func:`read_d2pt`, :func:`assert_direct`): data both ways between the WANs and none via a
+location server — the spec's point, "without being transmitted by a third-party or a proxy server".
 """
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from dp2pt.proto.datagram import MAGIC
+from dp2pt.proto.stun import is_stun
 from lab.errors import LabError
 
 #: Datagram types after the magic (CONTRACT.md): punch, punch reply (step 17), data, data ack.
 TYPES = {1: "punch", 2: "punch-reply", 3: "data", 4: "data-ack"}
+#: STUN message types of TURN's Send and Data indications (RFC 8656 §10-11): they carry relayed data.
+TURN_SEND_INDICATION, TURN_DATA_INDICATION = 0x0016, 0x0017
+PATHS = ("direct", "relayed", "none")
 
 
 class PathNotProven(LabError):
@@ -147,3 +172,122 @@ def assert_no_direct_data(report: PathReport) -> None:
     n = report.count(kind="data")
     if n:
         raise PathNotProven(f"{report.pcap.name}: {n} data datagrams crossed though the cell failed")
+
+
+# ---- any UDP program: direct, relayed or none -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Who is who on the public segment for one cell.
+
+    ``services`` are the listening (ip, port) of the lab's servers (STUN, TURN, rendezvous): a
+    transaction with one of them is a probe, not a path. ``relays`` are the addresses of TURN
+    servers: traffic through them is a relayed path.
+    """
+
+    wan_a: str
+    wan_b: str
+    services: frozenset = frozenset()
+    relays: frozenset = frozenset()
+
+
+@dataclass
+class Flow:
+    """One 5-tuple of a path leg; ``near`` is the NAT's WAN end, ``far`` the other end."""
+
+    leg: str  # "direct" | "relay-A" | "relay-B"
+    near: tuple[str, int]
+    far: tuple[str, int]
+    out: list = field(default_factory=list)  # (t, is_data) of datagrams near -> far
+    back: list = field(default_factory=list)  # (t, is_data) of datagrams far -> near
+
+    def _opened(self, data_only: bool) -> bool:
+        if not (self.out and self.back):
+            return False
+        first_out, first_back = self.out[0][0], self.back[0][0]
+        return (any(t > first_back and (d or not data_only) for t, d in self.out)
+                and any(t > first_out and (d or not data_only) for t, d in self.back))
+
+    @property
+    def open(self) -> bool:
+        """Each direction carried a datagram after the other direction's first (module docstring)."""
+        return self._opened(False)
+
+    @property
+    def carries_data(self) -> bool:
+        """Open, with the program's own (non-STUN) datagrams doing the opening both ways."""
+        return self._opened(True)
+
+    def to_dict(self) -> dict:
+        return {"leg": self.leg, "near": list(self.near), "far": list(self.far), "out": len(self.out),
+                "back": len(self.back), "data_out": sum(d for _, d in self.out),
+                "data_back": sum(d for _, d in self.back), "open": self.open, "carries_data": self.carries_data}
+
+
+@dataclass
+class PathVerdict:
+    """The path a capture shows (``direct`` / ``relayed`` / ``none``) and the flows it rests on."""
+
+    path: str
+    flows: list[Flow] = field(default_factory=list)
+    probes: int = 0
+    other: int = 0
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "probes": self.probes, "other": self.other,
+                "flows": [f.to_dict() for f in self.flows]}
+
+
+def is_relayed_data(payload: bytes) -> bool:
+    """TURN ChannelData (RFC 8656 §12.4) or a Send/Data indication: data on its way through a relay."""
+    if len(payload) >= 4 and 0x40 <= payload[0] <= 0x4F:
+        return True
+    return is_stun(payload) and struct.unpack_from("!H", payload)[0] in (TURN_SEND_INDICATION, TURN_DATA_INDICATION)
+
+
+def classify_path(source: Path | Iterable[Packet], ends: Endpoints) -> PathVerdict:
+    """Classify the path of ``source`` (a pcap, or packets in time order): see the module docstring."""
+    stream = read_packets([Path(source)]) if isinstance(source, (str, Path)) else source
+    flows: dict[tuple, Flow] = {}
+    verdict = PathVerdict("none")
+    wans = {ends.wan_a: "A", ends.wan_b: "B"}
+    for d in stream:
+        if d.proto != "udp":
+            continue
+        if d.src[0] in wans:
+            near, far, outbound = d.src, d.dst, True
+        elif d.dst[0] in wans:
+            near, far, outbound = d.dst, d.src, False
+        else:
+            verdict.other += 1
+            continue
+        if far[0] in wans and far[0] != near[0]:
+            if wans[near[0]] == "B":  # one key per 5-tuple: A's end first
+                near, far, outbound = far, near, not outbound
+            leg, is_data = "direct", not is_stun(d.payload)
+        elif far[0] in ends.relays:
+            if far in ends.services and not is_relayed_data(d.payload):
+                verdict.probes += 1
+                continue
+            leg, is_data = f"relay-{wans[near[0]]}", not is_stun(d.payload) or is_relayed_data(d.payload)
+        elif far in ends.services:
+            verdict.probes += 1
+            continue
+        else:
+            verdict.other += 1
+            continue
+        flow = flows.setdefault((leg, near, far), Flow(leg, near, far))
+        (flow.out if outbound else flow.back).append((d.t, is_data))
+    verdict.flows = list(flows.values())
+    verdict.path = _judge(verdict.flows)
+    return verdict
+
+
+def _judge(flows: list[Flow]) -> str:
+    for test in (lambda f: f.carries_data, lambda f: f.open):
+        if any(f.leg == "direct" and test(f) for f in flows):
+            return "direct"
+        if all(any(f.leg == f"relay-{side}" and test(f) for f in flows) for side in "AB"):
+            return "relayed"
+    return "none"

@@ -1,8 +1,10 @@
-"""What runs on a world's server nodes: the location server's ports and command line.
+"""What runs on a world's server nodes: the location server, and the services agents other than dp2pt use.
 
 One definition for every way a world comes up: the scenario runner starts servers with it, the
 compose world's server containers run it at start, so both serve on the same addresses and ports,
 and a topology with several servers is always a federation (spec FIG. 4, steps 7-1 and 13-1).
+The signalling rendezvous (:mod:`lab.agents.rendezvous`) and the TURN server (coturn, the relay
+baseline of ICE and of the bench) run on the first server node when something needs them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,17 @@ STUN_PORT = 3478
 ALT_STUN_PORT = STUN_PORT + 1
 #: dp2pt's RFC 5780 server on a node with two public addresses (the sink), next to coturn's on 3478/3479.
 RFC5780_PORT = 3490
+#: The agents' signalling rendezvous (TCP).
+RENDEZVOUS_PORT = 7010
+#: coturn next to the location server (which holds 3478/3479), long-term credentials.
+TURN_PORT = 3490
+TURN_USER, TURN_PASSWORD, TURN_REALM = "lab", "lab-turn", "dp2pt.lab"
+#: Peer addresses the TURN server refuses to relay to, as deployments do (RFC 8656 §21.3). Without
+#: it, ICE's checks of the peers' private host candidates through the relay made coturn close the
+#: whole allocation on the first send that had no route (lab/README.md, Agents, traps).
+TURN_DENIED_PEERS = ("10.0.0.0-10.255.255.255", "172.16.0.0-172.31.255.255", "192.168.0.0-192.168.255.255")
+#: coturn's log line once its listeners and relay threads are up.
+TURN_READY = "Total General servers"
 
 
 def location_server_argv(topo: Topology, server: str) -> list[str]:
@@ -41,3 +54,18 @@ def rfc5780_server_argv(topo: Topology, node: str, port: int = RFC5780_PORT) -> 
     first, second = topo.addresses(node)[:2]
     return ["dp2pt", "server", "--tcp", f"{first}:{CONTROL_PORT + port - STUN_PORT}", "--udp", f"{first}:{port}",
             "--alt-port", str(port + 1), "--alt-ip", second, "--name", f"{node}-rfc5780"]
+def rendezvous_argv(topo: Topology, server: str, python: str = "python3") -> list[str]:
+    """The signalling rendezvous on ``server`` (the agents' ``LAB_RENDEZVOUS``)."""
+    return [python, "-m", "lab.agents.rendezvous", "--listen", f"{topo.address(server)}:{RENDEZVOUS_PORT}"]
+
+
+def turn_server_argv(topo: Topology, server: str, pidfile: str) -> list[str]:
+    """coturn ``turnserver`` on ``server``: UDP only, long-term credentials, logging to stdout."""
+    ip = topo.address(server)
+    argv = ["turnserver", "-n", "--listening-ip", ip, "--relay-ip", ip, "--listening-port", str(TURN_PORT),
+            "--lt-cred-mech", "--user", f"{TURN_USER}:{TURN_PASSWORD}", "--realm", TURN_REALM,
+            "--no-tcp", "--no-tls", "--no-dtls", "--no-cli", "--log-file", "stdout", "--simple-log",
+            "--pidfile", pidfile]
+    for denied in TURN_DENIED_PEERS:
+        argv += ["--denied-peer-ip", denied]
+    return argv

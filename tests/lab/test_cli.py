@@ -64,3 +64,19 @@ def test_not_root_is_reported_without_traceback(monkeypatch, capsys):
     assert cli.main(["--backend", "netns", "up"]) == 3
     err = capsys.readouterr().err
     assert "needs root" in err and "Traceback" not in err
+
+
+def test_run_refuses_cut_ins_on_ice_in_one_line(capsys):
+    rc = cli.main(["run", "--agent", "ice", "--nat-a", "full-cone", "--nat-b", "full-cone", "--cut-a", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "cut-ins are timed on dp2pt's probes" in err
+
+
+def test_run_refuses_an_unknown_variant_of_an_agent(capsys):
+    assert cli.main(["run", "--agent", "ice", "--variant", "improved", "--nat-a", "full-cone", "--nat-b", "full-cone"]) == 2
+    assert "unknown variant 'improved' for agent ice; known: stun, turn" in capsys.readouterr().err
+
+
+def test_run_command_needs_a_command(capsys):
+    assert cli.main(["run", "--agent", "command", "--nat-a", "full-cone", "--nat-b", "full-cone"]) == 2
+    assert "a command cell needs a command" in capsys.readouterr().err

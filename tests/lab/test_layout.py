@@ -35,7 +35,7 @@ def test_old_module_runs_with_dash_m(module):
     assert "usage:" in done.stdout
 
 
-SUBPACKAGES = ["lab.world", "lab.world.backends", "lab.scenarios", "lab.study", "lab.report", "lab.bench"]
+SUBPACKAGES = ["lab.world", "lab.world.backends", "lab.agents", "lab.scenarios", "lab.study", "lab.report", "lab.bench"]
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)
@@ -56,3 +56,17 @@ def test_only_the_capture_module_reads_pcap_files():
     readers = {str(p.relative_to(root)) for p in root.rglob("*.py")
                if any(word in p.read_text() for word in ("PcapReader", "rdpcap", "0xA1B2C3D4", "0xa1b2c3d4"))}
     assert readers == {"world/capture.py"}
+
+
+def test_agents_import_nothing_of_the_lab_but_themselves():
+    """lab/agents runs inside nodes, also in users' images: the world and the scenarios stay outside."""
+    import ast
+    from pathlib import Path
+
+    for path in Path(lab.__file__).parent.joinpath("agents").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                assert not name.startswith("lab.") or name.startswith("lab.agents"), f"{path.name} imports {name}"
+                assert not name.startswith("dp2pt"), f"{path.name} imports {name}"

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Iterator, Sequence
 
-from lab.errors import MissingKernelFeature, MissingTool, NodeCommandFailed, ScenarioError, UnknownNode
+from lab.errors import ConfigError, MissingKernelFeature, MissingTool, NodeCommandFailed, ScenarioError, UnknownNode
 
 if TYPE_CHECKING:  # pragma: no cover
     from lab.world.nat import NatProfile
@@ -130,7 +130,7 @@ class Lab(abc.ABC):
 
     @abc.abstractmethod
     def _spawn(self, node: str, argv: Sequence[str], **popen_kwargs) -> subprocess.Popen:
-        """Start ``argv`` inside ``node`` (its network stack; its own process group)."""
+        """Start ``argv`` inside ``node`` (its network stack; its own process group); ``env`` adds variables."""
 
     @abc.abstractmethod
     def interface(self, node: str, segment: str) -> str:
@@ -184,12 +184,27 @@ class Lab(abc.ABC):
         text: bool = True,
         env: dict[str, str] | None = None,
     ) -> subprocess.Popen:
-        """Start a long-running process in ``node``; ``down()`` (or ``stop``) ends it."""
+        """Start a long-running process in ``node``; ``down()`` (or ``stop``) ends it.
+
+        ``env`` holds variables *added* to the node's own environment (the agents' contract).
+        """
         self.check_node(node)
         proc = self._spawn(node, list(argv), stdin=stdin, stdout=stdout, stderr=stderr, text=text, env=env)
         self._procs.append(proc)
         self.spawned.append((proc.pid, process_start_time(proc.pid)))
         return proc
+
+    def copy_to(self, node: str, src: Path | str) -> str:
+        """Make the file ``src`` (on the host) available in ``node``; returns its path there.
+
+        The default is for backends whose nodes share the host's filesystem (network namespaces):
+        the file is already there. A backend with its own filesystems (containers) copies it.
+        """
+        self.check_node(node)
+        path = Path(src).resolve()
+        if not path.is_file():
+            raise ConfigError(f"{src}: no such file to copy into node {node!r}")
+        return str(path)
 
     def capture(self, segment: str, path: Path, *, bpf: str = "udp") -> Capture:
         """Start a capture of every frame crossing ``segment`` into the pcap ``path``.

@@ -64,6 +64,8 @@ PREFIX_STEM = "d2d"
 PREFIX_RE = re.compile(rf"^{PREFIX_STEM}[0-9a-z]{{1,8}}$")
 #: Where a process started by ``_spawn`` writes its PID inside the container.
 PID_DIR = "/run/dp2pt/pids"
+#: Where ``copy_to`` puts files in a container (/tmp exists in nearly every image).
+FILES_DIR = "/tmp/dp2pt-lab-files"
 _SHIM = f'mkdir -p {PID_DIR}; echo $$ > {PID_DIR}/"$1".pid; shift; exec "$@"'
 CAPS = ["NET_ADMIN", "NET_RAW"]
 NODE_SYSCTLS = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
@@ -274,6 +276,21 @@ class DockerLab(Lab):
             from lab.errors import NodeCommandFailed
 
             raise NodeCommandFailed(node, argv, done.returncode, done.stderr)
+
+    def copy_to(self, node: str, src: Path | str) -> str:
+        """Copy ``src`` into the container (``FILES_DIR``, by the engine: no tool needed in the image)."""
+        import io
+        import tarfile
+
+        path = Path(super().copy_to(node, src))
+        data = io.BytesIO()
+        with tarfile.open(fileobj=data, mode="w") as tar:
+            tar.add(str(path), arcname=f"{Path(FILES_DIR).name}/{path.name}")
+        try:
+            self.client.api.put_archive(self.container(node), str(Path(FILES_DIR).parent), data.getvalue())
+        except Exception as exc:  # the SDK's errors name the container and the engine's reason
+            raise LabStateError(f"cannot copy {path.name} into {self.container(node)}: {_one_line(exc)}") from None
+        return f"{FILES_DIR}/{path.name}"
 
     def _capture_interface(self, segment: str) -> str:
         return self.bridge(segment)

@@ -227,6 +227,8 @@ class NetnsLab(Lab):
             raise UnknownNode(f"node {node!r} has no link on segment {segment!r}") from None
 
     def _spawn(self, node: str, argv: Sequence[str], **kw) -> subprocess.Popen:
+        if kw.get("env"):
+            kw["env"] = {**os.environ, **kw["env"]}  # nodes share the host's environment; these are additions
         return self._spawn_in(self.node_ns(node), argv, **kw)
 
     def wire(self, node: str, segment: str) -> Wire:
