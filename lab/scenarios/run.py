@@ -407,7 +407,7 @@ class Runner:
             {"nat_a": ends.wan_a, "nat_b": ends.wan_b, "servers": sorted({ip for ip, _ in ends.services}),
              "relays": sorted(ends.relays)}))
         verdict = capture.classify_path(cdir / "public.pcap", ends)
-        path = verdict.to_dict()
+        path = verdict.to_dict() | {"pcap": str(cdir / "public.pcap")}
         claim = kind.claim(res_a, res_b)
         path_error = None
         if claim is None:
