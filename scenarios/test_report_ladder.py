@@ -28,3 +28,17 @@ def test_ladder_of_a_basic_traversal(lab_fig1, run_dir):
     assert ladder.control_captured
     png = result.dir.parent / "report" / f"ladder-{cell.id}.png"
     assert png.stat().st_size > 1000
+
+
+def test_ladder_of_an_ice_traversal(lab_fig1, run_dir):
+    """Any agent's capture draws: ICE's STUN probes, its checks between the NATs, its data both ways."""
+    cell = Cell("symmetric-random", "full-cone", agent="ice")
+    with Runner(lab_fig1, run_dir / "report-ladder-ice") as runner:
+        result = runner.run(cell)
+    assert result.outcome == "direct", f"{result.a.get('error')!r} {result.b.get('error')!r} ({result.dir})"
+    ladder = report.report(result.dir.parent, progress=False)["ladders"][cell.id]
+    kinds = {(e.kind, e.src_lane, e.dst_lane) for e in ladder.events if not e.dropped_at}
+    assert {("stun", "A", "server"), ("check", "A", "B"), ("data", "A", "B"), ("data", "B", "A")} <= kinds, kinds
+    # B's check to A's server-reflexive address dies at the symmetric NAT-A (APDF): drawn dropped
+    assert any(e.kind == "check" and e.dropped_at == "NAT-A" for e in ladder.events)
+    assert ladder.steps == []

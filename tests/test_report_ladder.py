@@ -209,3 +209,37 @@ def test_punch_to_a_port_without_mapping_is_dropped_even_by_a_full_cone(tmp_path
 def test_filtering_read_from_the_cells_profiles(cell):
     (cell / "result.json").write_text(json.dumps({"cell": {"nat_a": "full-cone", "nat_b": "symmetric-random"}}))
     assert rl.ladder_of(cell).addresses.filtering == {"A": "EIF", "B": "APDF"}
+
+
+def test_any_agents_capture_is_drawn_without_spec_steps():
+    """ICE-like: STUN to the server, checks between the NATs (the first one dropped), data both ways."""
+    from dp2pt.proto import stun as codec
+
+    cap = Capture()
+    cap.probe(NAT_A, XA, 3478)
+    cap.probe(NAT_B, XB, 3478)
+    cap.udp((NAT_A, XA), (NAT_B, XB), bytes(codec.binding_request()))  # dies at NAT-B: B sent nothing yet
+    cap.udp((NAT_B, XB), (NAT_A, XA), bytes(codec.binding_request()))
+    cap.udp((NAT_A, XA), (NAT_B, XB), b"payload")
+    cap.udp((NAT_B, XB), (NAT_A, XA), b"payload")
+    packets = read_packets_of(cap)
+    ladder = rl.classify_any(packets, rl.Addresses(NAT_A, NAT_B, (SERVER,)))
+    assert ladder.steps == []
+    kinds = [(e.kind, e.src_lane, e.dst_lane, e.dropped_at) for e in ladder.events]
+    assert kinds[4:] == [("check", "A", "NAT-B", "NAT-B"), ("check", "B", "A", None), ("data", "A", "B", None),
+                         ("data", "B", "A", None)]
+    assert ladder.events[0].label.startswith("binding ") and ladder.events[4].label.startswith("check: binding")
+    with_filtering = rl.classify_any(packets, rl.Addresses(NAT_A, NAT_B, (SERVER,), {"A": "EIF", "B": "EIF"}))
+    assert with_filtering.events[4].dropped_at is None  # a full cone lets it in
+
+
+def read_packets_of(cap):
+    import tempfile
+    from pathlib import Path
+
+    from lab.world.capture import read_packets
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "c.pcap"
+        wrpcap(str(path), cap.pkts)
+        return read_packets([path])

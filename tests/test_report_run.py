@@ -38,17 +38,37 @@ def test_report_writes_ladders_heatmap_and_summary(tmp_path, capsys):
     doc = json.loads((out / "ladder-eim__eim__basic__cut00.json").read_text())
     assert doc["steps"] == list(range(1, 18))
     summary = (out / "summary.md").read_text()
-    assert "2/3 cells reached a direct path." in summary
-    assert "| eim__sym__basic__cut00 | eim | sym | basic | failed |" in summary
+    assert "2/3 cells reached a direct path; every declared outcome held." in summary
+    assert "| eim__sym__basic__cut00 | dp2pt | basic | eim | sym | 0/0 | failed |" in summary
     assert "12.5" in capsys.readouterr().out
 
 
-def test_success_matrix_counts_per_variant_and_pair(tmp_path):
+def test_outcome_panels_split_agents_variants_and_cut_ins(tmp_path):
     run = make_run(tmp_path)
     results = [report.load_result(c) for c in report.cell_dirs(run)]
-    m = report.success_matrix(results)
-    assert m["basic"] == {("eim", "eim"): (1, 1), ("eim", "sym"): (0, 1)}
-    assert m["improved"] == {("eim", "eim"): (1, 1)}
+    results += [{"cell": {"nat_a": "eim", "nat_b": "eim", "variant": "basic", "cut_a": 1, "expect": "failed"},
+                 "outcome": "failed"},
+                {"cell": {"nat_a": "eim", "nat_b": "sym", "agent": "ice", "variant": "turn", "expect": "relayed"},
+                 "outcome": "failed"}]
+    panels = report.outcome_panels(results)
+    assert list(panels) == ["dp2pt basic", "dp2pt improved", "ice turn"]
+    basic = panels["dp2pt basic"]
+    assert {k: dict(t.outcomes) for k, t in basic.items()} == {
+        ("eim", "eim"): {"direct": 1}, ("eim", "sym"): {"failed": 1}, ("eim  +1 cut-in", "eim"): {"failed": 1}}
+    assert basic[("eim  +1 cut-in", "eim")].as_expected is True  # an expected failure, in a row of its own
+    assert basic[("eim", "eim")].as_expected is None  # nothing declared
+    assert panels["ice turn"][("eim", "sym")].as_expected is False
+
+
+def test_heatmap_and_summary_mark_what_did_not_end_as_expected(tmp_path):
+    from lab.report import draw
+
+    results = [{"cell": {"nat_a": "full-cone", "nat_b": "full-cone", "agent": "ice", "variant": "stun",
+                         "expect": "direct"}, "outcome": "failed"}]
+    files = draw.draw_heatmap(report.outcome_panels(results), tmp_path / "m")
+    assert "≠" in (tmp_path / "m.svg").read_text() and files[0].stat().st_size > 1000
+    md = report.summary_markdown([{"name": "x", "result": results[0]}])
+    assert "| failed (!) | direct |" in md and "1 ended otherwise than expected (!)." in md
 
 
 def test_missing_run_dir_is_one_line_and_exit_2(tmp_path, capsys):

@@ -8,15 +8,18 @@ cell: NAT profiles, variant).  A single cell directory works too.  Optional ``ad
 public addresses when the peers' results cannot (e.g. a peer failed before its NAT test).
 
 Output, under ``RUN_DIR/report/``: ``ladder-<cell>.png/.svg`` and ``ladder-<cell>.json`` (the
-classified events and steps), ``matrix.png/.svg`` (success heatmap per variant) and
-``summary.md`` (also printed).  Progress is shown with rich for runs of many cells.
+classified events, and the spec's steps for dp2pt's cells), ``matrix.png/.svg`` (the outcome
+heatmap: a panel per agent and variant, NAT-A and its cut-ins down, NAT-B and its cut-ins across,
+each cell's expected outcome next to the observed one) and ``summary.md`` (also printed).  Progress
+is shown with rich for runs of many cells.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.report.ladder import Ladder, ReportError, contains_in_order, ladder_of
@@ -46,37 +49,103 @@ def load_result(cell: Path) -> dict:
         return {}
 
 
-def success_matrix(results: list[dict]) -> dict[str, dict[tuple[str, str], tuple[int, int]]]:
-    """variant -> (NAT-A profile, NAT-B profile) -> (direct outcomes, runs), all cut-ins and k pooled."""
-    counts: dict = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+@dataclass
+class Tally:
+    """The runs of one heatmap cell: how many ended in each outcome, and what was expected."""
+
+    outcomes: Counter = field(default_factory=Counter)
+    expected: set = field(default_factory=set)
+
+    @property
+    def runs(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def as_expected(self) -> bool | None:
+        """Every run ended as expected (None when no expectation was declared)."""
+        if not self.expected:
+            return None
+        return set(self.outcomes) <= self.expected
+
+
+def panel_name(cell: dict) -> str:
+    """The heatmap panel of a cell: its agent and variant (dp2pt's k and schedule included)."""
+    agent, variant = cell.get("agent", "dp2pt"), cell.get("variant") or "?"
+    name = f"{agent} {variant}"
+    if cell.get("k"):
+        name += f" k={cell['k']}"
+    if cell.get("schedule"):
+        name += f" {cell['schedule']}"
+    if agent == "command" and cell.get("turn"):
+        name += " +turn"
+    return name
+
+
+def axis_label(profile: str, cut_ins: int) -> str:
+    """A heatmap row/column: the NAT profile, and the flows cutting in on its side (their own rows)."""
+    return profile + (f"  +{cut_ins} cut-in{'s' if cut_ins > 1 else ''}" if cut_ins else "")
+
+
+def outcome_panels(results: list[dict]) -> dict[str, dict[tuple[str, str], Tally]]:
+    """panel -> (NAT-A row, NAT-B column) -> :class:`Tally`; cut-ins are rows/columns of their own.
+
+    Rows and columns are :func:`axis_label` strings; a run with cut-ins never shares a cell with
+    one without, so an expected failure under cut-ins cannot pass for a defect of the plain pair.
+    """
+    panels: dict = defaultdict(lambda: defaultdict(Tally))
     for r in results:
         cell = r.get("cell") or {}
         if not cell:
             continue
-        variant = cell.get("variant", "?")  # cut-ins and k are pooled: a panel per variant stays readable
-        c = counts[variant][(cell.get("nat_a", "?"), cell.get("nat_b", "?"))]
-        c[0] += r.get("outcome") == "direct"
-        c[1] += 1
-    return {v: {k: (s, n) for k, (s, n) in cells.items()} for v, cells in counts.items()}
+        tally = panels[panel_name(cell)][(axis_label(cell.get("nat_a", "?"), cell.get("cut_a", 0)),
+                                          axis_label(cell.get("nat_b", "?"), cell.get("cut_b", 0)))]
+        tally.outcomes[r.get("outcome", "failed")] += 1
+        if cell.get("expect"):
+            tally.expected.add(cell["expect"])
+    return {name: dict(cells) for name, cells in sorted(panels.items(), key=lambda kv: _panel_order(kv[0]))}
+
+
+def _panel_order(name: str) -> tuple:
+    agent = name.split()[0]
+    return (("dp2pt", "ice", "command").index(agent) if agent in ("dp2pt", "ice", "command") else 9, name)
+
+
+def time_to_path_ms(result: dict) -> float | None:
+    """B's time to its path (B starts the exchange, as dp2pt's connector): dp2pt's
+    ``time_to_direct_ms``, ICE's ``time_to_connected_ms``, or a command's ``time_ms`` if it says."""
+    for side in ("b", "a"):
+        doc = result.get(side) or {}
+        for key in ("time_to_direct_ms", "time_to_connected_ms", "time_ms"):
+            if isinstance(doc.get(key), (int, float)):
+                return float(doc[key])
+    return None
 
 
 def summary_markdown(rows: list[dict]) -> str:
-    """One row per cell: profiles, variant, outcome, expected, time to direct, packets, steps seen."""
-    out = ["| Cell | NAT-A | NAT-B | Variant | Outcome | Expected | Time to direct (ms) | Packets A/B | Steps 3-17 |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    """One row per cell: agent, profiles, cut-ins, outcome, expected, time to the path, packets, steps seen."""
+    out = ["| Cell | Agent | Variant | NAT-A | NAT-B | Cut-ins A/B | Outcome | Expected | Time to path (ms) "
+           "| Packets A/B | Steps 3-17 |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         res, cell = r["result"], r["result"].get("cell") or {}
         a, b = res.get("a") or {}, res.get("b") or {}
-        ttd = b.get("time_to_direct_ms") or a.get("time_to_direct_ms")
+        ttp = time_to_path_ms(res) if res.get("outcome") in ("direct", "relayed") else None
+        expect = cell.get("expect") or ""
+        mark = " (!)" if expect and res.get("outcome") != expect else ""
         out.append("| " + " | ".join(str(x) for x in (
-            r["name"], cell.get("nat_a", "?"), cell.get("nat_b", "?"), cell.get("variant", "?"),
-            res.get("outcome", "?"), cell.get("expect") or "", f"{ttd:.1f}" if ttd else "",
-            f"{a.get('packets_sent', '?')}/{b.get('packets_sent', '?')}",
+            r["name"], cell.get("agent", "dp2pt"), cell.get("variant", "?"), cell.get("nat_a", "?"),
+            cell.get("nat_b", "?"), f"{cell.get('cut_a', 0)}/{cell.get('cut_b', 0)}", res.get("outcome", "?") + mark,
+            expect, f"{ttp:.1f}" if ttp is not None else "",
+            f"{a.get('packets_sent', '?')}/{b.get('packets_sent', '?')}" if "packets_sent" in a or "packets_sent" in b else "",
             r.get("steps_ok", "n/a"))) + " |")
     total = len(rows)
-    direct = sum(r["result"].get("outcome") == "direct" for r in rows)
+    counts = Counter(r["result"].get("outcome") for r in rows)
+    unexpected = sum(1 for r in rows if (r["result"].get("cell") or {}).get("expect")
+                     and r["result"].get("outcome") != r["result"]["cell"]["expect"])
     out.append("")
-    out.append(f"{direct}/{total} cells reached a direct path.")
+    out.append(f"{counts['direct']}/{total} cells reached a direct path"
+               + (f", {counts['relayed']} a relayed one" if counts["relayed"] else "") + "; "
+               + (f"{unexpected} ended otherwise than expected (!)." if unexpected else "every declared outcome held."))
     return "\n".join(out)
 
 
@@ -110,9 +179,9 @@ def report(run_dir: Path, out_dir: Path | None = None, ladders: bool = True, pro
                     (out_dir / f"ladder-{name}.json").write_text(json.dumps(_ladder_doc(ladder), indent=1))
             rows.append(row)
             advance()
-    matrix = success_matrix([r["result"] for r in rows])
-    if matrix:
-        files += draw.draw_heatmap(matrix, out_dir / "matrix")
+    panels = outcome_panels([r["result"] for r in rows])
+    if panels:
+        files += draw.draw_heatmap(panels, out_dir / "matrix")
     md = summary_markdown(rows)
     (out_dir / "summary.md").write_text(md + "\n")
     files.append(out_dir / "summary.md")

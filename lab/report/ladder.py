@@ -17,6 +17,12 @@ order of the steps and :mod:`lab.report.draw` can draw the ladder.  Rules (docs/
   NAT-A port p unless a reply later goes to p; a step-16 punch to NAT-B port q unless a reply
   later comes from q).
 
+Any other agent's capture (ICE, a user's program: the cell's ``agent`` in ``result.json``) is drawn
+on the same lanes without the spec's steps (:func:`classify_any`): STUN transactions with a server,
+TURN messages and ChannelData with the relay, connectivity checks (STUN between the NATs) and data;
+a datagram between the NATs is marked dropped when the far NAT's filtering refuses it (or, with the
+filtering unknown, when the far NAT had not yet sent anything on that 5-tuple).
+
 Inputs: the pcaps of a cell directory (``*.pcap``; UDP and TCP may be in separate files, they are
 merged by time) and :class:`Addresses` (NAT-A WAN, NAT-B WAN, the servers): from ``addresses.json``
 in the cell or run directory if present, else from the peers' result lines (``mapped`` is the NAT's
@@ -35,7 +41,7 @@ from dp2pt.proto import datagram
 from dp2pt.proto.datagram import Kind
 from dp2pt.proto.stun import is_stun
 from lab.errors import LabError
-from lab.world.capture import Packet, read_packets
+from lab.world.capture import Packet, is_relayed_data, read_packets
 
 #: How each direct-datagram kind is labelled on the ladder.
 D2PT_LABELS = {Kind.PUNCH: "punch", Kind.REPLY: "reply", Kind.DATA: "data", Kind.DATA_ACK: "ack"}
@@ -78,7 +84,7 @@ class Event:
     dst_lane: str
     step: int | None
     label: str
-    kind: str  # "stun" | "control" | "punch" | "reply" | "data" | "ack" | "other"
+    kind: str  # "stun" | "control" | "punch" | "reply" | "data" | "ack" | "check" | "relay" | "other"
     src: tuple[str, int]
     dst: tuple[str, int]
     dropped_at: str | None = None  # lane where the packet died (a NAT), None if delivered
@@ -208,6 +214,60 @@ def classify(packets: list[Packet], addrs: Addresses) -> Ladder:
     return ladder
 
 
+def classify_any(packets: list[Packet], addrs: Addresses) -> Ladder:
+    """Label each packet of any agent's exchange by what it is, without spec steps (module docstring)."""
+    ladder = Ladder(addrs, control_captured=any(p.proto == "tcp" for p in packets))
+    if not packets:
+        return ladder
+    t0 = packets[0].t
+    for p in packets:
+        s_side, d_side = addrs.side(p.src[0]), addrs.side(p.dst[0])
+        ports = f"{p.src[1]}→{p.dst[1]}"
+        if p.proto == "tcp":
+            kind, label = "control", f"{p.payload.split(b' ', 1)[0][:12].decode('ascii', 'replace')} (tcp {ports})"
+        elif s_side and d_side:
+            kind = "check" if is_stun(p.payload) else "data"
+            label = f"check: {_stun_name(p.payload)} {ports}" if kind == "check" else f"data {ports}"
+        elif is_relayed_data(p.payload):
+            kind, label = "relay", f"relayed data {ports}"
+        elif is_stun(p.payload):
+            kind, label = "stun", f"{_stun_name(p.payload)} {ports}"
+        else:
+            kind, label = "other", f"udp {ports}"
+        ladder.events.append(Event(round(p.t - t0, 6), _lane(p.src[0], addrs, True), _lane(p.dst[0], addrs, True),
+                                   None, label, kind, p.src, p.dst))
+    _mark_direct_drops(ladder)
+    return ladder
+
+
+#: STUN/TURN message types (method and class) as the ladder names them.
+STUN_NAMES = {0x0001: "binding", 0x0101: "binding ok", 0x0111: "binding error", 0x0003: "allocate",
+              0x0103: "allocate ok", 0x0113: "allocate error", 0x0004: "refresh", 0x0104: "refresh ok",
+              0x0008: "permission", 0x0108: "permission ok", 0x0009: "channel bind", 0x0109: "channel bind ok",
+              0x0119: "channel bind error", 0x0016: "send", 0x0017: "data indication"}
+
+
+def _stun_name(payload: bytes) -> str:
+    mtype = struct.unpack_from("!H", payload, 0)[0]
+    return STUN_NAMES.get(mtype, f"stun {mtype:#06x}")
+
+
+def _mark_direct_drops(ladder: Ladder) -> None:
+    """Datagrams between the NATs that the far NAT refused (its filtering, or no flow back yet)."""
+    events, filtering = ladder.events, ladder.addresses.filtering
+    for i, e in enumerate(events):
+        far = ladder.addresses.side(e.dst[0])
+        if not (far and ladder.addresses.side(e.src[0])):
+            continue
+        rule = filtering.get(far)
+        if rule:
+            delivered = _filter_passes(events[:i], events, e, rule)
+        else:
+            delivered = any(x.src == e.dst and x.dst == e.src for x in events[:i])
+        if not delivered:
+            e.dropped_at, e.dst_lane = f"NAT-{far}", f"NAT-{far}"
+
+
 def _relabel_single_probes(ladder: Ladder, txids: dict, step_of_tx: dict) -> None:
     """One probe on a side is the simplified protocol (FIG. 3): steps 3/4 skipped, so it is 5/6 (11/12)."""
     for side, txs in txids.items():
@@ -280,17 +340,25 @@ def ladder_of(cell_dir: Path) -> Ladder:
         raise ReportError(f"{cell_dir}: no .pcap file")
     packets = read_packets(pcaps)
     addrs = load_addresses(cell_dir, packets)
-    addrs.filtering.update(_filtering_of(cell_dir))
-    return classify(packets, addrs)
+    cell = _cell_of(cell_dir)
+    addrs.filtering.update(_filtering_of(cell))
+    return (classify if cell.get("agent", "dp2pt") == "dp2pt" else classify_any)(packets, addrs)
 
 
-def _filtering_of(cell_dir: Path) -> dict:
-    """The NATs' filtering from the cell's profiles in result.json ({} when unknown)."""
+def _cell_of(cell_dir: Path) -> dict:
+    """The cell of result.json ({} when there is none: a pcap alone is read as dp2pt's)."""
+    try:
+        return json.loads((cell_dir / "result.json").read_text()).get("cell") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _filtering_of(cell: dict) -> dict:
+    """The NATs' filtering from the cell's profiles ({} when unknown)."""
     from lab.world import nat
 
     try:
-        cell = json.loads((cell_dir / "result.json").read_text()).get("cell") or {}
         return {side: nat.parse_profile(cell[key]).filtering.name
                 for side, key in (("A", "nat_a"), ("B", "nat_b")) if cell.get(key)}
-    except (OSError, ValueError, KeyError, LabError):
+    except (KeyError, LabError):
         return {}
