@@ -167,3 +167,11 @@ def test_fuzzing_every_port_and_message_type_causes_no_internal_error(seed):
     reached = {k: stats.get(k, 0) for k in ("malformed_tcp", "malformed_udp", "registry_rejected", "rejected_udp")}
     assert all(reached.values()), reached
     assert stats.get("unauthenticated_tcp", 0) + stats.get("unauthenticated_udp", 0) > 0
+
+
+if __name__ == "__main__":  # a longer run than CI's one seed: python3 -m tests.test_fuzz [SEEDS]
+    import sys
+
+    for n in range(int(sys.argv[1]) if len(sys.argv) > 1 else 100):
+        test_fuzzing_every_port_and_message_type_causes_no_internal_error(SEED + 1 + n)
+        print(f"seed {SEED + 1 + n}: no internal error, honest pairs direct", flush=True)
