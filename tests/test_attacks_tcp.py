@@ -75,14 +75,17 @@ def test_a_client_that_never_reads_cannot_grow_the_server():
 def test_idle_connections_cannot_keep_an_honest_peer_out():
     """The issue: 1,000 idle connections under a 1,024 descriptor limit kept an honest peer out, and a
     blank line every 20 s kept a connection that never logged in open forever.  Here: 300 idle
-    connections from 5 addresses against a server limited to 256 descriptors (so 124 connections), some
+    connections from 5 addresses against a server limited to 384 descriptors (so 120 connections), some
     of them sending a blank line every 0.2 s."""
-    proc, tcp, _ = start_server("--login-timeout", "2", nofile=256)
+    proc, tcp, _ = start_server("--login-timeout", "2", nofile=384)
     idle: list[socket.socket] = []
     try:
+        time.sleep(0.3)
+        before = rss_kib(proc.pid)
         for i in range(300):
             s = socket.create_connection(tcp, timeout=2.0, source_address=(f"127.0.0.{10 + i % 5}", 0))
             idle.append(s)
+        grown = rss_kib(proc.pid) - before
         for s in idle[-20:]:
             s.sendall(b"\n")
         a, b = honest_pair(tcp)  # gets in while the crowd is still there
@@ -105,6 +108,7 @@ def test_idle_connections_cannot_keep_an_honest_peer_out():
             s.close()
         stats = stop_server(proc)
     check_direct(a, b)
+    assert grown < 4 * MiB, f"server RSS grew by {grown} KiB with 300 idle connections"
     assert open_ == [], f"{len(open_)} connections outlived the login deadline"
     assert stats["evicted_anonymous"] >= 1 and stats["login_timeouts"] >= 1
     assert stats.get("internal_errors", 0) == 0

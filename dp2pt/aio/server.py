@@ -45,7 +45,7 @@ LOOKUP_TIMEOUT = 2.0
 SWEEP_INTERVAL = 5.0
 MAX_UDP_LINKS = 100_000
 STUN_THREAD_STOP = 1.0  # seconds to wait for the STUN thread at close
-FD_RESERVE = 32  # descriptors kept free for listening sockets, federation links, logs
+FD_RESERVE = 64  # descriptors kept free for listening and STUN sockets, the STUN thread, federation links
 ACCEPT_BACKLOG = 100  # the listen backlog, which is also how many connections asyncio accepts in one go
 OUTPUT_HIGH_WATER = 16 * 1024  # bytes queued to a TCP connection above which we read no more from it ...
 DRAIN_TIMEOUT = 5.0  # ... until it drains, for at most this long (then it is closed as a slow reader)
@@ -74,9 +74,10 @@ class ServerConfig:
 
     def conn_cap(self) -> int:
         """The total TCP connection cap: ``max_conns``, never more than RLIMIT_NOFILE allows with a reserve
-        and a full accept batch on top (accepted before we can refuse them)."""
+        on top, and room for one accept batch (accepted before we can refuse them) and one batch of the
+        connections they evict (closed an event-loop turn later)."""
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        fd_cap = max(1, soft - FD_RESERVE - ACCEPT_BACKLOG) if soft != resource.RLIM_INFINITY else 1_000_000
+        fd_cap = max(1, soft - FD_RESERVE - 2 * ACCEPT_BACKLOG) if soft != resource.RLIM_INFINITY else 1_000_000
         return min(self.max_conns, fd_cap) if self.max_conns else fd_cap
 
 
