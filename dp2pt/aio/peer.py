@@ -105,6 +105,7 @@ class Peer:
         self._reader: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._new_sessions: asyncio.Queue[Msg] = asyncio.Queue()
+        self._on_session: Callable[[Msg], None] | None = None  # a listener takes sessions as they come
         self._session_queues: dict[str, asyncio.Queue[Msg]] = {}
         self._errors: asyncio.Queue[Msg] = asyncio.Queue()
         self._lost: Exception | None = None
@@ -161,7 +162,10 @@ class Peer:
                         log.warning("ignoring a session message without a valid id and key")
                         continue
                     self._session_queues[sid] = asyncio.Queue()
-                    await self._new_sessions.put(msg)
+                    if self._on_session is not None:
+                        self._on_session(msg)
+                    else:
+                        await self._new_sessions.put(msg)
                 elif isinstance(sid, str) and sid in self._session_queues:
                     await self._session_queues[sid].put(msg)
                 elif msg["type"] == "error":
@@ -169,6 +173,8 @@ class Peer:
         except (Dp2ptError, OSError) as exc:
             self._lost = exc
             lost = messages.make("error", code="lost", message=str(exc))
+            if self._on_session is not None:
+                self._on_session(lost)
             await self._new_sessions.put(lost)
             await self._errors.put(lost)
             for queue in self._session_queues.values():
@@ -194,31 +200,33 @@ class Peer:
         ``sessions`` results (0 = never).  A session from a peer not in ``allow``, or beyond
         ``concurrent`` running ones, is declined: the server then tells the caller nothing of us."""
         results: asyncio.Queue[Msg] = asyncio.Queue()
-        running: set[asyncio.Task[None]] = set()
-        next_session = asyncio.ensure_future(self._new_sessions.get())
-        next_result = asyncio.ensure_future(results.get())
+        running: set[asyncio.Future[Any]] = set()
+
+        def start(msg: Msg) -> None:  # called by the control reader: no queue hop before the session runs
+            running.difference_update([t for t in running if t.done()])
+            if msg["type"] == "error":
+                results.put_nowait(msg)
+            elif not self._consents(msg, len(running)):
+                running.add(asyncio.ensure_future(self._decline(msg)))
+            else:
+                task = asyncio.ensure_future(self._run_session(msg))
+                running.add(task)
+                task.add_done_callback(lambda t: t.cancelled() or results.put_nowait(t.result()))
+
+        while not self._new_sessions.empty():  # sessions that came before we listened
+            start(self._new_sessions.get_nowait())
+        self._on_session = start
         served = 0
         try:
             while sessions == 0 or served < sessions:
-                await asyncio.wait({next_session, next_result}, return_when=asyncio.FIRST_COMPLETED)
-                if next_result.done():
-                    on_result(next_result.result())
-                    served += 1
-                    next_result = asyncio.ensure_future(results.get())
-                    continue
-                msg = next_session.result()
-                next_session = asyncio.ensure_future(self._new_sessions.get())
-                if msg["type"] == "error":
+                msg = await results.get()
+                if msg.get("type") == "error":  # the control connection was lost (a result has no type)
                     raise ServerUnreachable(f"lost the location server: {msg['message']}")
-                if not self._consents(msg, len(running)):
-                    await self._decline(msg)
-                    continue
-                task = asyncio.ensure_future(self._run_session(msg))
-                running.add(task)
-                task.add_done_callback(running.discard)
-                task.add_done_callback(lambda t: t.cancelled() or results.put_nowait(t.result()))
+                on_result(msg)
+                served += 1
         finally:
-            for task in (next_session, next_result, *running):
+            self._on_session = None
+            for task in running:
                 task.cancel()
 
     def _consents(self, msg: Msg, running: int) -> bool:
