@@ -16,11 +16,11 @@ is kept whole (the cookie field plus the 12 bytes after it) and echoed in the an
 
 from __future__ import annotations
 
+import binascii
 import enum
-import ipaddress
 import os
+import socket
 import struct
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -55,8 +55,9 @@ class Class(enum.IntEnum):
 # ---- attribute values: one pack/unpack pair per value type ---------------------------------------
 
 def _pack_address(value: Address, _xor: bytes) -> bytes:
-    ip = ipaddress.ip_address(value[0])
-    return struct.pack("!BBH", 0, IPV4 if ip.version == 4 else IPV6, value[1]) + ip.packed
+    v6 = ":" in value[0]
+    packed = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, value[0])
+    return struct.pack("!BBH", 0, IPV6 if v6 else IPV4, value[1]) + packed
 
 
 def _unpack_address(data: bytes, _xor: bytes) -> Address:
@@ -64,9 +65,9 @@ def _unpack_address(data: bytes, _xor: bytes) -> Address:
         raise ValueError("address shorter than 4 bytes")
     family, port = data[1], struct.unpack_from("!H", data, 2)[0]
     if (family, len(data)) == (IPV4, 8):
-        return str(ipaddress.IPv4Address(data[4:])), port
+        return socket.inet_ntop(socket.AF_INET, data[4:]), port
     if (family, len(data)) == (IPV6, 20):
-        return str(ipaddress.IPv6Address(data[4:])), port
+        return socket.inet_ntop(socket.AF_INET6, data[4:]), port
     raise ValueError(f"address family {family} with {len(data) - 4} address bytes")
 
 
@@ -237,7 +238,7 @@ def fingerprint_of(data: bytes) -> int:
 
     ``data``'s length field must already count the FINGERPRINT attribute.
     """
-    return zlib.crc32(data) ^ FINGERPRINT_XOR
+    return binascii.crc32(data) ^ FINGERPRINT_XOR
 
 
 def looks_like_stun(data: bytes) -> bool:
