@@ -56,6 +56,31 @@ def test_markdown_names_the_machine_and_the_ratio():
     assert "cores" in md and "0.25" in md and "| lab | skipped |" in md
 
 
+def test_markdown_has_the_all_cores_and_per_cpu_rows():
+    one = {"rate": 100.0, "server_cpu_per_s": 0.5, "per_cpu_s": 200.0}
+    results = {"date": "d", "machine": bench.machine(), "skipped": {},
+               "stun": {"duration_s": 3, "sockets": 8, "window": 16, "workers": 2, "ratio": 1.0,
+                        "per_cpu_ratio": 1.5, "ratio_all_cores": 2.5, "per_cpu_ratio_all_cores": 1.25,
+                        "dp2pt": one, "coturn": one, "dp2pt_all_cores": one, "coturn_all_cores": one}}
+    md = bench.markdown(results)
+    assert "all cores: dp2pt --stun-workers 2" in md and "| 1.25 |" in md and "| 1.5 |" in md
+
+
+def test_server_cpu_counts_its_workers():
+    """A server's CPU is its whole process tree: --stun-workers are child processes."""
+    import subprocess
+    import sys
+
+    burn = "import time\nwhile time.process_time() < 0.3: pass\nprint('done', flush=True)\ntime.sleep(20)"
+    child = subprocess.Popen([sys.executable, "-c", burn], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "done\n"  # it has used 0.3 s of CPU, however busy the machine
+        assert stun.tree_cpu_seconds(os.getpid()) >= stun.proc_cpu_seconds(os.getpid()) + 0.25
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_bad_part_is_a_user_error(capsys):
     assert bench.main(["--parts", "nope", "--out", "/tmp/x.json"]) == 2
     assert "unknown part" in capsys.readouterr().err

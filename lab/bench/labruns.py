@@ -1,5 +1,6 @@
 """The bench parts that need the lab (root): bring-up/teardown, time to direct path, packets per success,
-and direct vs TURN-relayed path (:mod:`lab.bench.relay`).
+direct vs TURN-relayed path (:mod:`lab.bench.relay`), and the wall time of ``dp2pt peer ... connect``
+(:mod:`lab.bench.startup`).
 
 Everything runs through the lab engineer's API (:mod:`lab.world.backends`, :class:`lab.scenarios.run.Runner`), so
 the numbers are those of the scenario runner: one cell = fresh NAT mappings, a capture, two ``dp2pt``
@@ -118,6 +119,10 @@ def run(results: dict, runs: int) -> None:
     run_dir = new_run_dir(Path("runs")) / "bench"
     lab = backends.get("netns").up(topology.load(TOPOLOGY))
     try:
+        from lab.bench import startup
+
+        say("connect wall time")
+        results["connect_wall"] = startup.connect_wall(lab, run_dir / "connect", min(runs, startup.RUNS), say)
         say("time to direct path")
         results["traversal"] = traversal(lab, run_dir, runs, say)
         try:
@@ -176,6 +181,10 @@ def table_rows(results: dict) -> list[list[str]]:
     path = results.get("path")
     if path:
         rows.extend(path_rows(path))
+    if results.get("connect_wall"):
+        from lab.bench.startup import table_rows as connect_rows
+
+        rows.extend(connect_rows(results["connect_wall"]))
     return rows
 
 

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from dp2pt.proto import stun
@@ -174,12 +175,13 @@ def answers(addr: tuple[str, int], within: float) -> bool:
     return False
 
 
-def _taskset(core: str) -> list[str]:
-    return ["taskset", "-c", core] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+def _taskset(core: str | None) -> list[str]:
+    """Pin to ``core``; None: run anywhere (the all-cores figures)."""
+    return ["taskset", "-c", core] if core is not None and shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
 
 
 @contextmanager
-def dp2pt_server(core: str = SERVER_CORE, tcp_port: int | None = None, extra: tuple[str, ...] = ()):
+def dp2pt_server(core: str | None = SERVER_CORE, tcp_port: int | None = None, extra: tuple[str, ...] = ()):
     """A dp2pt location server on loopback pinned to ``core`` (TCP control on ``tcp_port`` if given, more
     ``dp2pt server`` arguments in ``extra``); yields (process, STUN address)."""
     udp, tcp = free_udp_port(), tcp_port or free_tcp_port()
@@ -196,8 +198,9 @@ def dp2pt_server(core: str = SERVER_CORE, tcp_port: int | None = None, extra: tu
 
 
 @contextmanager
-def coturn_server(core: str = SERVER_CORE):
-    """coturn ``turnserver --stun-only`` on loopback pinned to ``core``; yields (process, address).
+def coturn_server(core: str | None = SERVER_CORE):
+    """coturn ``turnserver --stun-only`` on loopback pinned to ``core`` (None: its default threads on
+    every core); yields (process, address).
 
     UDP only (``--no-tcp``); a port taken between our probe and coturn's bind is retried on a new port.
     """
@@ -229,37 +232,98 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(5)
 
 
-def run_generator(addr: tuple[str, int], duration: float) -> dict:
-    """The generator in its own process on GEN_CORE (so it never shares the server's core)."""
+def run_generator(addr: tuple[str, int], duration: float, core: str | None = GEN_CORE) -> dict:
+    """The generator in its own process on ``core`` (by default not the server's)."""
     out = subprocess.run(
-        _taskset(GEN_CORE) + [sys.executable, "-m", "lab.bench.stun", "gen", addr[0], str(addr[1]),
+        _taskset(core) + [sys.executable, "-m", "lab.bench.stun", "gen", addr[0], str(addr[1]),
                               "--duration", str(duration)],
         capture_output=True, text=True, timeout=duration + 30, check=True)
     return json.loads(out.stdout)
 
 
-def measure(server, duration: float = DURATION) -> dict:
+def tree_cpu_seconds(pid: int) -> float:
+    """utime+stime of a process and all its descendants (a server's STUN workers), in seconds."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += proc_cpu_seconds(p)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # it exited meanwhile
+            continue
+    return total
+
+
+def measure(server, duration: float = DURATION, gen_core: str | None = GEN_CORE) -> dict:
     """Load one server (a context manager from above) and add its CPU use to the generator's figures."""
     with server() as (proc, addr):
-        cpu0 = proc_cpu_seconds(proc.pid)
-        result = run_generator(addr, duration)
+        cpu0 = tree_cpu_seconds(proc.pid)
+        result = run_generator(addr, duration, gen_core)
         # The server's CPU over the whole generator run (warm-up included): ~1.0 means one core saturated.
-        result["server_cpu_per_s"] = round((proc_cpu_seconds(proc.pid) - cpu0) / (duration + WARMUP), 2)
+        result["server_cpu_per_s"] = round((tree_cpu_seconds(proc.pid) - cpu0) / (duration + WARMUP), 2)
+    result["per_cpu_s"] = per_cpu(result)
     return result
 
 
+def per_cpu(r: dict) -> float | None:
+    """Answers per CPU-second the server actually got: comparable even when the core was shared."""
+    cpu = r.get("server_cpu_per_s")
+    return round(r["rate"] / cpu, 1) if r.get("rate") and cpu else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
 def bench(duration: float = DURATION) -> dict:
-    """dp2pt and coturn under the same generator, same run; ratio of answered requests/s."""
+    """dp2pt and coturn under the same generator in the same run: each on one core (the generator on
+    another), then each on every core (dp2pt with one STUN worker per core, coturn with its default
+    threads, the generator unpinned beside them).  Ratios of answers/s and of answers per CPU-second."""
+    workers = os.cpu_count() or 1
     out: dict = {"duration_s": duration, "sockets": SOCKETS, "window": WINDOW,
-                 "server_core": SERVER_CORE, "generator_core": GEN_CORE}
+                 "server_core": SERVER_CORE, "generator_core": GEN_CORE, "workers": workers}
     out["dp2pt"] = measure(dp2pt_server, duration)
+    out["dp2pt_all_cores"] = measure(partial(dp2pt_server, core=None, extra=("--stun-workers", str(workers))),
+                                     duration, gen_core=None)
     try:
         out["coturn"] = measure(coturn_server, duration)
-        out["ratio"] = round(out["dp2pt"]["rate"] / out["coturn"]["rate"], 3) if out["coturn"]["rate"] else None
+        out["coturn_all_cores"] = measure(partial(coturn_server, core=None), duration, gen_core=None)
     except (FileNotFoundError, RuntimeError) as exc:
-        out["coturn"] = {"error": str(exc)}
-        out["ratio"] = None
+        out["coturn"] = out["coturn_all_cores"] = {"error": str(exc)}
+    for suffix in ("", "_all_cores"):
+        d, c = out["dp2pt" + suffix], out["coturn" + suffix]
+        out["ratio" + suffix] = _ratio(d.get("rate"), c.get("rate"))
+        out["per_cpu_ratio" + suffix] = _ratio(d.get("per_cpu_s"), c.get("per_cpu_s"))
     return out
+
+
+def markdown_rows(s: dict) -> list[str]:
+    """The README table's STUN rows (see :func:`lab.bench.suite.markdown`)."""
+    rows = []
+    for suffix, where in (("", "one core each, generator on the other"),
+                          ("_all_cores", f"all cores: dp2pt --stun-workers {s.get('workers', '?')}, coturn's "
+                                         "default threads, generator beside them")):
+        d, c = s.get("dp2pt" + suffix), s.get("coturn" + suffix)
+        if not d:
+            continue
+        c = c or {}
+        rows.append(
+            f"| STUN Binding answered/s, {where} | {_fmt(d.get('rate'))} | {_fmt(c.get('rate'))} "
+            f"(coturn --stun-only) | {_fmt(s.get('ratio' + suffix))} | same generator, {s['duration_s']:g} s, "
+            f"{s['sockets']}x{s['window']} in flight; server CPU {_fmt(d.get('server_cpu_per_s'))} vs "
+            f"{_fmt(c.get('server_cpu_per_s'))} cores |")
+        rows.append(
+            f"| STUN Binding answered per server CPU-second, {where} | {_fmt(d.get('per_cpu_s'))} | "
+            f"{_fmt(c.get('per_cpu_s'))} (coturn) | {_fmt(s.get('per_cpu_ratio' + suffix))} | the same run "
+            "normalised by the CPU each server got (robust to a busy machine) |")
+    return rows
+
+
+def _fmt(v) -> str:
+    from lab.bench.suite import _fmt as fmt
+
+    return fmt(v)
 
 
 def main(argv: list[str] | None = None) -> int:

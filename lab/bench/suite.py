@@ -48,12 +48,6 @@ def _fmt(v, unit: str = "") -> str:
     return f"{v}{unit}"
 
 
-def _per_cpu(r: dict) -> float | None:
-    """Answers per CPU-second the server actually got: comparable even when the core was shared."""
-    cpu = r.get("server_cpu_per_s")
-    return round(r["rate"] / cpu, 1) if r.get("rate") and cpu else None
-
-
 def markdown(results: dict) -> str:
     """The table for the README: one row per measurement, with the machine in a header line."""
     m = results["machine"]
@@ -61,19 +55,10 @@ def markdown(results: dict) -> str:
              f"Python {m['python']}; 1-min load average at start {m.get('loadavg_1m_at_start', '?')} "
              "(other work on the machine skews the numbers).", "",
              "| Benchmark | dp2pt | Reference | Ratio | Notes |", "|---|---|---|---|---|"]
-    s = results.get("stun")
-    if s:
-        d, c = s["dp2pt"], s["coturn"]
-        per_cpu = {k: _per_cpu(v) for k, v in (("d", d), ("c", c))}
-        cpu_ratio = round(per_cpu["d"] / per_cpu["c"], 3) if per_cpu["d"] and per_cpu["c"] else None
-        lines.append(
-            f"| STUN Binding answered/s, one core | {_fmt(d['rate'])} | "
-            f"{_fmt(c.get('rate'))} (coturn --stun-only) | {_fmt(s['ratio'])} | "
-            f"same generator, {s['duration_s']:g} s, {s['sockets']}x{s['window']} in flight; server CPU "
-            f"{_fmt(d['server_cpu_per_s'])} vs {_fmt(c.get('server_cpu_per_s'))} cores |")
-        lines.append(
-            f"| STUN Binding answered per server CPU-second | {_fmt(per_cpu['d'])} | {_fmt(per_cpu['c'])} (coturn) | "
-            f"{_fmt(cpu_ratio)} | the same run normalised by the CPU each server got (robust to a busy machine) |")
+    if results.get("stun"):
+        from lab.bench.stun import markdown_rows
+
+        lines += markdown_rows(results["stun"])
     mem = results.get("memory")
     if mem:
         lines.append(

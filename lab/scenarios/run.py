@@ -139,6 +139,7 @@ class CellResult:
     attempts: int = 1
     seconds: float = 0.0
     claim: str | None = None  # what the agents said happened (None: a program that claims nothing)
+    b_started_unix: float | None = None  # when B's program (`dp2pt peer ... connect`) was spawned, wall clock as in the pcap
 
     @property
     def route(self) -> str | None:
@@ -385,6 +386,7 @@ class Runner:
                     lab.stop(proc_a)
                     raise ScenarioError(f"{cell.agent} on A did not get ready: "
                                         f"{proc_a.stderr.read().strip()[-300:]}") from None
+            b_started = time.time()
             proc_b = lab.popen(peer_b, argv_b, env=env_b)
             wait = session_timeout + PEER_EXIT_GRACE
             res_a = self._collect(proc_a, cdir / "a", wait)
@@ -429,7 +431,7 @@ class Runner:
             except capture.PathNotProven as exc:
                 path_error, outcome = path_error or str(exc), "failed"
         return CellResult(cell, outcome, cdir, res_a, res_b, cutins, path, path_error, attempt,
-                          round(time.monotonic() - t0, 3), claim)
+                          round(time.monotonic() - t0, 3), claim, b_started)
 
     def _collect(self, proc: subprocess.Popen, stem: Path, wait: float) -> dict:
         try:
