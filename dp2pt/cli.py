@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     peer.add_argument("--rto", type=_seconds, default=0.2, help="STUN initial retransmission timeout")
     peer.add_argument("--probe-burst", action="store_true",
                       help="send the second probe without waiting for the first answer (fewer cut-ins between them)")
+    peer.add_argument("--discover-nat", action="store_true",
+                      help="classify this side's NAT against the server's second address (RFC 5780) and report it; "
+                           "an endpoint-independent mapping spares the other side its prediction")
     peer.add_argument("--count", type=_count, default=5, help="data datagrams each way")
     output = peer.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the JSON result line also on failure")
@@ -193,7 +196,7 @@ async def _peer(args: argparse.Namespace) -> int:
 
     config = PeerConfig(id=args.id, server=args.server, udp_control=args.udp_control, bind=args.bind,
                         stun=args.stun, timeout=args.timeout, punch_timeout=args.punch_timeout,
-                        count=args.count, rto=args.rto, probe_burst=args.probe_burst,
+                        count=args.count, rto=args.rto, probe_burst=args.probe_burst, discover_nat=args.discover_nat,
                         allow=getattr(args, "allow", None))
     failures: list[dict[str, Any]] = []
 

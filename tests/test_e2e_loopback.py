@@ -7,7 +7,9 @@ import pytest
 from dp2pt.errors import UnknownPeer
 from dp2pt.proto import stun
 from dp2pt.aio.peer import Peer, PeerConfig
+from dp2pt.aio.server import LocationServer, ServerConfig
 from tests.loopback import federated, location_server, pair
+from tests.procs import free_port
 
 
 def check_direct(result_a, result_b, k=1):
@@ -21,6 +23,31 @@ def check_direct(result_a, result_b, k=1):
     # Spec order: A's report (7) precedes B's probes; B punches (15) before A (16).
     assert result_b["remote"]["port"] == result_a["mapped"][1]
     assert result_a["remote"]["port"] == result_b["mapped"][1]
+
+
+@pytest.mark.parametrize("discover", [False, True])
+def test_discover_nat_classifies_and_spares_the_prediction(discover):
+    """With a server in RFC 5780 mode, --discover-nat adds probe 3 and the filtering test; on loopback
+    (no NAT) both say endpoint-independent, so each side punches the other's one port, not k=6."""
+    port = free_port(span=2, also=("127.0.0.2",))
+
+    async def main():
+        server = LocationServer(ServerConfig(tcp=("127.0.0.1", 0), udp=("127.0.0.1", port), alt_ip="127.0.0.2"))
+        await server.start()
+        try:
+            return await pair(server, variant="improved", k=6, discover_nat=discover)
+        finally:
+            await server.close()
+
+    a, b = asyncio.run(main())
+    for mine, theirs in ((a, b), (b, a)):
+        assert mine["ok"] and mine["direct"], mine
+        if discover:
+            assert mine["nat"] == {"mapping": "endpoint-independent", "filtering": "endpoint-independent"}
+            assert len(mine["probes"]) == 2 and "probe3" in mine["timeline_ms"]
+            assert mine["punch_ports"] == [theirs["mapped"][1]] and mine["remote"]["mapping"] == "endpoint-independent"
+        else:
+            assert "nat" not in mine and "mapping" not in mine["remote"] and len(mine["punch_ports"]) == 6
 
 
 @pytest.mark.parametrize("variant, k", [("basic", 1), ("improved", 6)])

@@ -1,7 +1,8 @@
 import pytest
 
 from dp2pt.errors import ConfigError, RemoteProtocolError
-from dp2pt.proto.nat_test import probe_count, report_from_probes
+from dp2pt.proto.nat_test import (ADDRESS_AND_PORT_DEPENDENT, ADDRESS_DEPENDENT, ENDPOINT_INDEPENDENT,
+                                  filtering_behaviour, mapping_behaviour, probe_count, punch_plan, report_from_probes)
 
 
 def test_basic_reports_x2_and_dx2():
@@ -27,3 +28,34 @@ def test_probes_on_two_public_addresses_are_refused():
 def test_unknown_variant():
     with pytest.raises(ConfigError, match="unknown variant"):
         probe_count("turbo")
+
+
+X = ("203.0.113.1", 40000)
+Y = ("203.0.113.1", 40001)
+
+
+@pytest.mark.parametrize("x1, x2, x3, behaviour", [
+    (X, Y, None, ADDRESS_AND_PORT_DEPENDENT),  # another port of the same server: another mapping
+    (X, Y, X, ADDRESS_AND_PORT_DEPENDENT),
+    (X, X, X, ENDPOINT_INDEPENDENT),  # another IP too, still the same mapping
+    (X, X, Y, ADDRESS_DEPENDENT),  # the same for another port, not for another IP
+    (X, X, None, None),  # no second address on the server: cannot tell
+    (X, None, X, ENDPOINT_INDEPENDENT),  # simplified: one spec probe, then the other address
+    (X, None, Y, None),  # address- or address-and-port-dependent: cannot tell
+])
+def test_mapping_behaviour_rfc5780(x1, x2, x3, behaviour):
+    assert mapping_behaviour(x1, x2, x3) == behaviour
+
+
+@pytest.mark.parametrize("ip, port, behaviour", [
+    (True, True, ENDPOINT_INDEPENDENT), (True, False, ENDPOINT_INDEPENDENT),
+    (False, True, ADDRESS_DEPENDENT), (False, False, ADDRESS_AND_PORT_DEPENDENT)])
+def test_filtering_behaviour_rfc5780(ip, port, behaviour):
+    assert filtering_behaviour(ip, port) == behaviour
+
+
+def test_an_endpoint_independent_mapping_needs_no_prediction():
+    predicted = [40001, 40002, 40003]
+    assert punch_plan(40000, ENDPOINT_INDEPENDENT, predicted) == [40000]
+    assert punch_plan(40000, ADDRESS_DEPENDENT, predicted) == predicted
+    assert punch_plan(40000, None, predicted) == predicted  # nothing discovered: the spec's prediction

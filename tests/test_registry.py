@@ -105,7 +105,20 @@ def test_a_report_must_name_the_address_the_peer_logs_in_from():
     assert sent(reg.on_message("cb", report(sid, 30001), 0)) == [("A", "peer_report", 14), ("B", "punch", 15)]
 
 
-@pytest.mark.parametrize("fields", [dict(ip="not an address"), dict(port=0), dict(port=70000), dict(delta=10**6)])
+def test_a_discovered_mapping_travels_with_the_report():
+    """--discover-nat: A's endpoint-independent mapping reaches B, which then punches A's port only."""
+    reg = registry()
+    login(reg, "ca", "A"), login(reg, "cb", "B")
+    sid = open_session(reg)
+    (relay,) = reg.on_message("ca", make("report", session=sid, ip=IP, port=20001, delta=0,
+                                         mapping="endpoint-independent"), 0)
+    assert relay.msg["type"] == "peer_report" and relay.msg["mapping"] == "endpoint-independent"
+    relay, _punch = reg.on_message("cb", report(sid, 30001), 0)
+    assert "mapping" not in relay.msg  # B discovered nothing: nothing is claimed for it
+
+
+@pytest.mark.parametrize("fields", [dict(ip="not an address"), dict(port=0), dict(port=70000), dict(delta=10**6),
+                                    dict(mapping="very-friendly")])
 def test_malformed_reports_are_refused(fields):
     reg = registry()
     login(reg, "ca", "A"), login(reg, "cb", "B")

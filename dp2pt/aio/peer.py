@@ -29,7 +29,8 @@ from dp2pt.errors import (
 )
 from dp2pt.proto import auth, datagram, messages, stun
 from dp2pt.proto.direct import DirectPath
-from dp2pt.proto.nat_test import probe_count, report_from_probes
+from dp2pt.proto.nat_test import (filtering_behaviour, mapping_behaviour, probe_count, punch_plan,
+                                  report_from_probes)
 from dp2pt.proto.schedules import get_schedule, punch_count, punch_ports
 from dp2pt.transaction import StunClient
 
@@ -40,6 +41,7 @@ Msg = dict[str, Any]
 
 _SESSION_ID = re.compile(r"[0-9a-f]{16}")
 MAX_QUEUED = 1024  # direct datagrams waiting to be read; beyond, a flood is dropped at the socket
+FILTERING_TRIES = 2  # sends of each CHANGE-REQUEST of --discover-nat's filtering test (rto, then 2·rto)
 
 
 @dataclass
@@ -54,6 +56,7 @@ class PeerConfig:
     count: int = 5  # data datagrams each way over the direct path
     rto: float = 0.2  # STUN initial retransmission timeout
     probe_burst: bool = False  # send probe 2 without waiting for probe 1's answer (not the spec's order)
+    discover_nat: bool = False  # classify the NAT (RFC 5780, needs a server with a second address); see nat_test
     punch_retries: int = 2  # extra rounds of the same punch burst, after rto, then 2·rto more
     keepalive: float = 15.0
     allow: list[str] | None = None  # listener: only these peer ids may connect (None: anyone)
@@ -314,6 +317,8 @@ class _SessionRun:
         self.t0 = peer.clock()
         self.phase = "start"
         self.sock: _DataSocket | None = None
+        self._filter_server: Address | None = None  # --discover-nat: where the filtering test asks, after the session
+        self._filter_sock: _DataSocket | None = None  # the filtering test's own socket
         self.result: Msg = {
             "ok": False,
             "role": self.role,
@@ -354,6 +359,9 @@ class _SessionRun:
             self.result["packets_sent"] = self.path.sent + self.sock.stun.sent
             if self.sock.transport is not None:
                 self.sock.transport.close()
+        if self._filter_sock is not None and self._filter_sock.transport is not None:
+            self.result["packets_sent"] += self._filter_sock.stun.sent
+            self._filter_sock.transport.close()
 
     async def run(self) -> Msg:
         loop = asyncio.get_running_loop()
@@ -377,6 +385,9 @@ class _SessionRun:
             await self._punch(remote)
             await self.peer.send_control(messages.make("punched", session=self.sid))
         await self._direct()
+        if self._filter_server is not None:
+            self.phase = "the filtering test of --discover-nat"
+            await self._discover_filtering(self._filter_server)
         return self.result
 
     async def _expect(self, type_: str) -> Msg:
@@ -385,7 +396,8 @@ class _SessionRun:
             msg = await self.queue.get()
             if msg["type"] == type_:
                 if type_ == "peer_report":
-                    self.result["remote"] = {"ip": msg["ip"], "port": msg["port"], "delta": msg["delta"]}
+                    self.result["remote"] = {"ip": msg["ip"], "port": msg["port"], "delta": msg["delta"],
+                                             **({"mapping": msg["mapping"]} if "mapping" in msg else {})}
                 return msg
             if msg["type"] == "error":
                 raise TraversalFailed(f"location server: {msg['message']}")
@@ -396,15 +408,55 @@ class _SessionRun:
         count = probe_count(self.variant)
         servers = list(self.peer.stun_servers)
         if self.cfg.probe_burst and count == 2 and len(servers) >= 2:
-            mapped = await self._probe_burst(servers)
+            responses = await self._probe_burst(servers)
         else:
-            mapped = await self._probe_in_turn(servers, count)
+            responses = await self._probe_in_turn(servers, count)
+        mapped = [stun.mapped_address(r) for r in responses]
         report = report_from_probes(self.variant, mapped)
         self.result.update(probes=[list(m) for m in mapped], mapped=[report.ip, report.port], delta=report.delta)
+        discovered = {}
+        if self.cfg.discover_nat:
+            other = stun.other_address(responses[0])
+            mapping = await self._discover_mapping(mapped, other)
+            self.result["nat"] = {"mapping": mapping, "filtering": None}
+            discovered = {"mapping": mapping} if mapping else {}
+            if other is not None:
+                self._filter_server = servers[0]
         await self.peer.send_control(
-            messages.make("report", session=self.sid, ip=report.ip, port=report.port, delta=report.delta)
+            messages.make("report", session=self.sid, ip=report.ip, port=report.port, delta=report.delta, **discovered)
         )
         self._mark("report")
+
+    async def _discover_mapping(self, mapped: list[Address], other: Address | None) -> str | None:
+        """RFC 5780 §4.3 (``--discover-nat``): when the spec's probes got one mapping, one more probe to
+        the server's OTHER-ADDRESS tells an endpoint-independent mapping from an address-dependent one."""
+        x2 = mapped[1] if len(mapped) > 1 else None
+        x3 = None
+        if other is not None and (x2 is None or x2 == mapped[0]):
+            self.phase = "probe 3 (mapping behaviour)"
+            x3 = stun.mapped_address(await self._probe(other, "probe3"))
+        return mapping_behaviour(mapped[0], x2, x3)
+
+    async def _discover_filtering(self, server: Address) -> None:
+        """RFC 5780 §4.4, once the session is over: CHANGE-REQUESTs asking for an answer from the other IP
+        and port, and from the other port; which ones cross our NAT.  From a socket of its own, because
+        the data socket has sent to the server's other port and address (probes 2 and 3), which a
+        port-restricted NAT would then let in; and after the session, because that socket's new
+        mapping would take the port a sequential NAT's prediction counts on."""
+        loop = asyncio.get_running_loop()
+        _, sock = await loop.create_datagram_endpoint(_DataSocket, local_addr=(self.cfg.bind[0], 0))
+        self._filter_sock = sock  # closed (and its packets counted) by close()
+
+        async def answered(flags: int) -> bool:
+            request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, attributes={"CHANGE-REQUEST": flags})
+            try:
+                await sock.stun.request(request, server, rto=self.cfg.rto, max_tries=FILTERING_TRIES)
+                return True
+            except TransactionTimeout:
+                return False
+
+        both, port = await asyncio.gather(answered(stun.CHANGE_IP | stun.CHANGE_PORT), answered(stun.CHANGE_PORT))
+        self.result["nat"]["filtering"] = filtering_behaviour(both, port)
 
     async def _probe(self, server: Address, label: str) -> Any:
         assert self.sock is not None
@@ -415,33 +467,33 @@ class _SessionRun:
         self._mark(label)
         return response
 
-    async def _probe_in_turn(self, servers: list[Address], count: int) -> list[Address]:
+    async def _probe_in_turn(self, servers: list[Address], count: int) -> list[stun.Message]:
         """The spec's order: probe 2 (step 5) only after the answer to probe 1 (step 4)."""
-        mapped = []
+        responses = []
         for i in range(count):
             self.phase = f"probe {i + 1}"
             response = await self._probe(servers[i], f"probe{i + 1}")
-            mapped.append(stun.mapped_address(response))
+            responses.append(response)
             if len(servers) == 1:
                 # One STUN server given: the second probe goes to its RFC 5780 OTHER-ADDRESS (a new
                 # destination, so a symmetric NAT opens a new mapping), else to the same address.
                 servers.append(stun.other_address(response) or servers[0])
-        return mapped
+        return responses
 
-    async def _probe_burst(self, servers: list[Address]) -> list[Address]:
+    async def _probe_burst(self, servers: list[Address]) -> list[stun.Message]:
         """Both probes back to back (``--probe-burst``): a neighbour's flow is far less likely to
         land between them and inflate dx2, which would spoil every prediction."""
         self.phase = "probes 1 and 2"
         first = asyncio.ensure_future(self._probe(servers[0], "probe1"))
         await asyncio.sleep(0)  # let probe 1 leave first, so x1 < x2 on a sequential NAT
-        responses = await asyncio.gather(first, self._probe(servers[1], "probe2"))
-        return [stun.mapped_address(r) for r in responses]
+        return list(await asyncio.gather(first, self._probe(servers[1], "probe2")))
 
     async def _punch(self, remote: Msg) -> None:
         """Step 15 (B) or 16 (A): one punch per predicted port of the other side's NAT."""
         assert self.sock is not None
         hypotheses = get_schedule(self.schedule).first(self.k)
-        ports = punch_ports(self.role, remote["port"], remote["delta"], hypotheses)  # type: ignore[arg-type]
+        predicted = punch_ports(self.role, remote["port"], remote["delta"], hypotheses)  # type: ignore[arg-type]
+        ports = punch_plan(remote["port"], remote.get("mapping"), predicted)
         self.result["punch_ports"] = ports
         self.phase = "punching"
         self._mark("punch")

@@ -70,6 +70,7 @@ OPTIONAL: dict[str, type] = {
     "allow": _LIST,  # login: the ids that may connect to this peer (listen --allow)
     "from": _STR,  # lookup: who asks (the target's server checks its allow list)
     "session": _STR,  # error: the session it concerns
+    "mapping": _STR,  # report, peer_report: the reporter's NAT mapping behaviour (--discover-nat, RFC 5780)
 }
 
 

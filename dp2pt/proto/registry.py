@@ -38,6 +38,7 @@ from dp2pt.errors import Dp2ptError
 from dp2pt.proto import auth, messages
 from dp2pt.proto.admission import TokenBucket
 from dp2pt.proto.messages import VARIANTS, make
+from dp2pt.proto.nat_test import BEHAVIOURS
 from dp2pt.proto.schedules import SCHEDULES, punch_count
 
 MAX_K = 64
@@ -403,7 +404,9 @@ class Registry:
 
 
 def _relay(report: Msg, sid: str, step: int) -> Msg:
-    return make("peer_report", session=sid, ip=report["ip"], port=report["port"], delta=report["delta"], step=step)
+    mapping = {"mapping": report["mapping"]} if "mapping" in report else {}
+    return make("peer_report", session=sid, ip=report["ip"], port=report["port"], delta=report["delta"], step=step,
+                **mapping)
 
 
 def _unknown_peer(target: str) -> Msg:
@@ -425,6 +428,8 @@ def _report_problem(report: Msg, login_ip: str) -> str | None:
     proxied session): the address must be its own, or the other side would punch at a third party."""
     if not 1 <= report["port"] <= 65535 or not -65535 <= report["delta"] <= 65535:
         return "the report's port or delta is out of range"
+    if report.get("mapping", BEHAVIOURS[0]) not in BEHAVIOURS:
+        return f"the report's mapping {report['mapping'][:40]!r} is not one of {', '.join(BEHAVIOURS)}"
     if not _same_host(report["ip"], login_ip):
         return f"the report names {report['ip']} but you log in from {login_ip}"
     return None
