@@ -1,6 +1,6 @@
 """The bench parts that need the lab (root): bring-up/teardown, time to direct path, packets per success,
-direct vs TURN-relayed path (:mod:`lab.bench.relay`), and the wall time of ``dp2pt peer ... connect``
-(:mod:`lab.bench.startup`).
+direct vs TURN-relayed path (:mod:`lab.bench.relay`), the wall time of ``dp2pt peer ... connect``
+(:mod:`lab.bench.startup`) and what ``--discover-nat`` saves (:mod:`lab.bench.discovery`).
 
 Everything runs through the lab engineer's API (:mod:`lab.world.backends`, :class:`lab.scenarios.run.Runner`), so
 the numbers are those of the scenario runner: one cell = fresh NAT mappings, a capture, two ``dp2pt``
@@ -119,10 +119,12 @@ def run(results: dict, runs: int) -> None:
     run_dir = new_run_dir(Path("runs")) / "bench"
     lab = backends.get("netns").up(topology.load(TOPOLOGY))
     try:
-        from lab.bench import startup
+        from lab.bench import discovery, startup
 
         say("connect wall time")
         results["connect_wall"] = startup.connect_wall(lab, run_dir / "connect", min(runs, startup.RUNS), say)
+        say("--discover-nat")
+        results["discovery"] = discovery.bench(lab, run_dir / "discovery", min(runs, discovery.RUNS), say)
         say("time to direct path")
         results["traversal"] = traversal(lab, run_dir, runs, say)
         try:
@@ -185,6 +187,10 @@ def table_rows(results: dict) -> list[list[str]]:
         from lab.bench.startup import table_rows as connect_rows
 
         rows.extend(connect_rows(results["connect_wall"]))
+    if results.get("discovery"):
+        from lab.bench.discovery import table_rows as discovery_rows
+
+        rows.extend(discovery_rows(results["discovery"]))
     return rows
 
 

@@ -68,7 +68,7 @@ class Dp2pt(AgentKind):
     def argv(self, cell, env, python, punch_timeout):
         server = env["LAB_SERVER"]
         common = ["--json", "--timeout", env["LAB_TIMEOUT"], "--punch-timeout", f"{punch_timeout:.3f}",
-                  "--count", str(DATA_COUNT)]
+                  "--count", str(DATA_COUNT), *cell.peer_args]
         argv = ["dp2pt", "peer", "--id", env["LAB_ID"], "--server", server, *common]
         if env["LAB_ROLE"] == "A":
             return argv + ["listen", "--sessions", "1"]

@@ -80,6 +80,7 @@ class Cell:
     command: str | None = None
     turn: bool = False
     timeout: float | None = None
+    peer_args: tuple[str, ...] = ()  # more `dp2pt peer` options for both peers (e.g. --stun, --discover-nat)
 
     def __post_init__(self) -> None:
         kind = agents.get(self.agent)
@@ -95,8 +96,8 @@ class Cell:
             raise ConfigError("cut-ins per side must be 0..50")
         if (self.cut_a or self.cut_b) and not kind.cut_ins:
             raise ConfigError(f"cut-ins are timed on dp2pt's probes: the {self.agent} agent runs without them")
-        if self.agent != "dp2pt" and (self.k or self.schedule):
-            raise ConfigError("k and schedule are dp2pt's (improved variant)")
+        if self.agent != "dp2pt" and (self.k or self.schedule or self.peer_args):
+            raise ConfigError("k and schedule are dp2pt's (improved variant), and so are peer options")
         if (self.command is not None) != (self.agent == "command"):
             raise ConfigError("a command cell needs a command (and only a command cell takes one)")
         if self.agent == "command" and not self.command.strip():
@@ -118,7 +119,8 @@ class Cell:
             v = self.agent if self.variant == self.agent else f"{self.agent}-{self.variant}"
             v += "-turn" if self.turn and self.agent == "command" else ""
         safe = lambda s: re.sub(r"[^a-z0-9=.-]+", "_", s)  # noqa: E731
-        return f"{safe(self.nat_a)}__{safe(self.nat_b)}__{v}__cut{self.cut_a}{self.cut_b}"
+        extra = "__" + safe("".join(self.peer_args).replace("--", "+")) if self.peer_args else ""
+        return f"{safe(self.nat_a)}__{safe(self.nat_b)}__{v}__cut{self.cut_a}{self.cut_b}{extra}"
 
     @property
     def protocol_variant(self) -> str:
