@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 IMAGE=${BASE_IMAGE:-dp2pt/base:bookworm}
 SUITE=${SUITE:-bookworm}
 # python3-venv: the images install the project into a venv (PEP 668 forbids system pip installs).
-PACKAGES=${BASE_PACKAGES:-python3,python3-venv,iproute2,nftables,iptables,conntrack,tcpdump,coturn,procps,iputils-ping,netcat-openbsd}
+PACKAGES=${BASE_PACKAGES:-python3,python3-venv,iproute2,nftables,iptables,conntrack,tcpdump,coturn,stun-client,procps,iputils-ping,netcat-openbsd}
 WORK=${BASE_WORKDIR:-/var/tmp/dp2pt-base}
 
 die() { echo "base-image: $*" >&2; exit 1; }
