@@ -64,7 +64,6 @@ class ServerConfig:
     alt_port: int | None = None  # STUN port for the second probe; default udp port + 1
     alt_ip: str | None = None  # a second address: RFC 5780 mode (OTHER-ADDRESS, CHANGE-REQUEST)
     stun_workers: int = 0  # extra processes answering STUN on the same ports (SO_REUSEPORT)
-    stun_batch: bool = True  # recvmmsg/sendmmsg and in-place answers; False: the sans-IO path only
     peer_servers: list[Address] = field(default_factory=list)
     accept_servers: list[str] = field(default_factory=list)  # more IPs allowed to link in as servers
     keepalive: float = KEEPALIVE
@@ -230,8 +229,8 @@ class LocationServer:
         def to_control(data: bytes, addr: Address) -> None:  # from the STUN thread to the event loop
             loop.call_soon_threadsafe(self._udp_datagram, sender, data, addr)
 
-        ports = [StunPort(sock, local, addrs, socks, self.stun_stats, to_control if sock is main else None,
-                          batch=cfg.stun_batch) for local, sock in socks.items()]
+        ports = [StunPort(sock, local, addrs, socks, self.stun_stats, to_control if sock is main else None)
+                 for local, sock in socks.items()]
         stop, self._stun_stop = os.pipe()
         self._stun_thread = threading.Thread(target=self._serve_stun, args=(ports, stop), name="dp2pt-stun",
                                              daemon=True)
