@@ -10,7 +10,7 @@ setup:
 
 ## test: the README's test command — unit tests, then the scenario matrix
 test:
-	$(PYTEST) -q tests scenarios
+	$(PYTEST) -q -rs tests scenarios
 
 unit:
 	$(PYTEST) -q tests

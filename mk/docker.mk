@@ -38,7 +38,7 @@ bench-docker: lab-image
 	@$(PYTHON) -m lab.bench.bringup --backend docker --rounds 3 --budget 5.0 --compose
 
 scenarios-docker: lab-image
-	$(PYTEST) -q scenarios --backend docker
+	$(PYTEST) -q -rs scenarios --backend docker
 
 test-docker: lab-image
 	$(PYTEST) -q tests/test_docker_units.py tests/test_docker_lab.py
