@@ -3,7 +3,8 @@
 # bookworm from the mirror the host's APT already uses, add the lab's tools, and `docker import` it.
 # Why: CI and air-gapped machines cannot pull python:3.11-slim-bookworm; this gives an equivalent
 # base (python3 + venv) that also carries the router tools, so `docker build` needs no network.
-# Cached: does nothing when the image already exists (FORCE=1 rebuilds).
+# Cached: does nothing when the image exists with the same package list (a label); a changed list
+# (a tool the lab newly needs) rebuilds it. FORCE=1 always rebuilds.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -19,10 +20,12 @@ die() { echo "base-image: $*" >&2; exit 1; }
 command -v debootstrap >/dev/null || die "debootstrap is missing (run: make setup)"
 docker info >/dev/null 2>&1 || die "no Docker engine answers (run: make setup, or start dockerd)"
 
-if [ -z "${FORCE:-}" ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  echo "base-image: $IMAGE exists (FORCE=1 to rebuild)"
+have=$(docker image inspect -f '{{index .Config.Labels "dp2pt.base-packages"}}' "$IMAGE" 2>/dev/null || true)
+if [ -z "${FORCE:-}" ] && [ "$have" = "$PACKAGES" ]; then
+  echo "base-image: $IMAGE is up to date (FORCE=1 to rebuild)"
   exit 0
 fi
+[ -n "$have" ] || ! docker image inspect "$IMAGE" >/dev/null 2>&1 || echo "base-image: $IMAGE lacks packages the lab now needs: rebuilding"
 
 MIRROR=${DEBIAN_MIRROR:-$(python3 debian_mirror.py "$SUITE")} || die "no Debian mirror configured for $SUITE"
 start=$(date +%s)
@@ -50,5 +53,6 @@ tar --numeric-owner -C "$rootfs" -c . | docker import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV LANG=C.UTF-8' \
   --change 'CMD ["/bin/bash"]' \
+  --change "LABEL dp2pt.base-packages=$PACKAGES" \
   --message "dp2pt base: debootstrap $SUITE minbase + lab tools" - "$IMAGE" >/dev/null
 echo "base-image: built $IMAGE in $(( $(date +%s) - start ))s"

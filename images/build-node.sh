@@ -11,7 +11,9 @@ BASE=${LAB_BASE:-dp2pt/base:bookworm}
 die() { echo "lab-image: $*" >&2; exit 1; }
 
 docker info >/dev/null 2>&1 || die "no Docker engine answers (run: make setup, or start dockerd)"
-digest=$( { echo "$BASE"; bash list-sources.sh pyproject.toml dp2pt lab images | (cd .. && xargs -0 sha256sum); } \
+# The base's id too: a rebuilt base (new tools) must rebuild the node image.
+base_id=$(docker image inspect -f '{{.Id}}' "$BASE" 2>/dev/null || echo "$BASE")
+digest=$( { echo "$BASE $base_id"; bash list-sources.sh pyproject.toml dp2pt lab images | (cd .. && xargs -0 sha256sum); } \
          | sha256sum | cut -c1-16)
 have=$(docker image inspect -f '{{index .Config.Labels "dp2pt.source"}}' "$IMAGE" 2>/dev/null || true)
 if [ -z "${FORCE:-}" ] && [ "$have" = "$digest" ]; then
