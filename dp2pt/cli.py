@@ -17,10 +17,12 @@ from typing import Any, NoReturn, Sequence
 
 from dp2pt.errors import ConfigError, Dp2ptError
 from dp2pt.proto.admission import LOGIN_TIMEOUT, MAX_CONNS_PER_IP
+from dp2pt.proto.directory import MIN_SECRET
 from dp2pt.proto.messages import VARIANTS
 from dp2pt.proto.schedules import SCHEDULES, get_schedule
 
 Address = tuple[str, int]
+SECRET_ENV = "DP2PT_DIRECTORY_SECRET"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,18 +67,26 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def _k(text: str) -> int | str:
-    return "auto" if text == "auto" else _positive(text)
-
-
-def _rate(text: str) -> float:
+def _non_negative(text: str, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = -1
     if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a rate (new flows per ms, >= 0)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
     return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    return _non_negative(text, "a number of seconds (>= 0)")
+
+
+def _k(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive(text)
+
+
+def _rate(text: str) -> float:
+    return _non_negative(text, "a rate (new flows per ms, >= 0)")
 
 
 def _seconds(text: str) -> float:
@@ -106,7 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TCP address of another location server of the federation (repeatable)")
     server.add_argument("--accept-server", action="append", default=[], metavar="IP",
                         help="another server address allowed to link in (the --peer-server hosts always are)")
-    server.add_argument("--name", default="ls1", help="this server's name in the federation")
+    server.add_argument("--directory", metavar="URL",
+                        help="share a directory with other servers on Redis (redis://[USER:PASSWORD@]HOST:PORT; a "
+                        "Redis Cluster is detected): any server reaches peers logged in at any other")
+    server.add_argument("--directory-secret", metavar="FILE",
+                        help=f"file with the secret every server of the directory shares (at least {MIN_SECRET} bytes; "
+                        f"or set {SECRET_ENV})")
+    server.add_argument("--name", help="this server's name in the federation or directory (default ls1; with "
+                        "--directory HOSTNAME:TCPPORT)")
     server.add_argument("--max-conns", type=_positive, help="TCP connections in total (default: what the "
                         "descriptor limit allows, less a reserve)")
     server.add_argument("--max-conns-per-ip", type=_count, default=MAX_CONNS_PER_IP,
@@ -117,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     peer = commands.add_parser("peer", help="run a peer agent")
     peer.add_argument("--id", required=True, help="this peer's id")
-    peer.add_argument("--server", type=address, required=True, help="location server (TCP, or UDP with --udp-control)")
+    peer.add_argument("--server", type=address, action="append", required=True,
+                      help="location server (TCP, or UDP with --udp-control); repeat it, or give a name with several "
+                      "addresses, for failover: tried in order")
+    peer.add_argument("--retry", type=_non_negative_seconds, default=10.0,
+                      help="seconds to keep trying the servers, at start and after losing one (default 10)")
     peer.add_argument("--udp-control", action="store_true", help="keep the login session over UDP instead of TCP")
     peer.add_argument("--bind", type=address, default=("0.0.0.0", 0), help="local address of the data socket")
     peer.add_argument("--stun", type=address, action="append", default=[], help="STUN server for the NAT test")
@@ -165,13 +186,40 @@ def describe(result: dict[str, Any]) -> str:
     )
 
 
+def _directory_options(args: argparse.Namespace) -> tuple[str, bytes]:
+    """The server's name and the directory secret (from --directory-secret FILE or the environment)."""
+    import os
+    import socket
+
+    from dp2pt.proto.directory import check_name, load_secret
+
+    if args.directory is None:
+        if args.directory_secret is not None:
+            raise ConfigError("--directory-secret is for --directory")
+        return args.name or "ls1", b""
+    if args.peer_server or args.accept_server:
+        raise ConfigError("--directory and --peer-server/--accept-server are two ways to federate: pick one")
+    name = check_name(args.name or f"{socket.gethostname()}:{args.tcp[1]}")
+    if args.directory_secret is not None:
+        try:
+            with open(args.directory_secret, "rb") as f:
+                return name, load_secret(f.read(), args.directory_secret)
+        except OSError as exc:
+            raise ConfigError(f"cannot read --directory-secret {args.directory_secret}: {exc.strerror or exc}") from None
+    if os.environ.get(SECRET_ENV):
+        return name, load_secret(os.environ[SECRET_ENV].encode(), SECRET_ENV)
+    raise ConfigError(f"--directory needs the secret all its servers share: --directory-secret FILE or {SECRET_ENV}")
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from dp2pt.aio.server import LocationServer, ServerConfig
 
-    config = ServerConfig(name=args.name, tcp=args.tcp, udp=args.udp, alt_port=args.alt_port, alt_ip=args.alt_ip,
+    name, secret = _directory_options(args)
+    config = ServerConfig(name=name, tcp=args.tcp, udp=args.udp, alt_port=args.alt_port, alt_ip=args.alt_ip,
                           stun_workers=args.stun_workers, peer_servers=args.peer_server,
                           accept_servers=args.accept_server, login_timeout=args.login_timeout,
-                          max_conns=args.max_conns, max_conns_per_ip=args.max_conns_per_ip)
+                          max_conns=args.max_conns, max_conns_per_ip=args.max_conns_per_ip,
+                          directory=args.directory, directory_secret=secret)
     if args.alt_port is None and args.udp[1] == 65535:
         raise ConfigError("--udp port 65535 leaves no room for the second probe's port: give --alt-port")
     server = LocationServer(config)
@@ -184,7 +232,7 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    _emit({"event": "ready", "name": args.name, **{k: list(v) for k, v in server.addresses.items()}})
+    _emit({"event": "ready", "name": name, **{k: list(v) for k, v in server.addresses.items()}})
     await stop.wait()
     await server.close()  # first: the STUN workers report their counters when they stop
     _emit({"event": "stats", **server.snapshot()})
@@ -194,7 +242,8 @@ async def _serve(args: argparse.Namespace) -> int:
 async def _peer(args: argparse.Namespace) -> int:
     from dp2pt.aio.peer import Peer, PeerConfig
 
-    config = PeerConfig(id=args.id, server=args.server, udp_control=args.udp_control, bind=args.bind,
+    config = PeerConfig(id=args.id, server=args.server[0], more_servers=args.server[1:], retry=args.retry,
+                        udp_control=args.udp_control, bind=args.bind,
                         stun=args.stun, timeout=args.timeout, punch_timeout=args.punch_timeout,
                         count=args.count, rto=args.rto, probe_burst=args.probe_burst, discover_nat=args.discover_nat,
                         allow=getattr(args, "allow", None))
@@ -216,12 +265,16 @@ async def _peer(args: argparse.Namespace) -> int:
             raise ConfigError("--cut-in-rate is only used with --k auto")
         k = _choose_k(args) if args.k == "auto" else args.k or (6 if args.variant == "improved" else 1)
         get_schedule(args.schedule).first(k)
-    async with Peer(config) as peer:
+    def logged_in(server: Address) -> None:
+        if args.role != "listen":
+            return
+        if args.human:
+            print(f"{args.id}: logged in to {server[0]}:{server[1]}, waiting for peers", flush=True)
+        else:
+            _emit({"event": "ready", "id": args.id, "server": list(server)})
+
+    async with Peer(config, on_login=logged_in) as peer:
         if args.role == "listen":
-            if args.human:
-                print(f"{args.id}: logged in to {args.server[0]}:{args.server[1]}, waiting for peers", flush=True)
-            else:
-                _emit({"event": "ready", "id": args.id, "server": list(args.server)})
             await peer.listen(report, sessions=args.sessions)
         else:
             report(await peer.connect(args.target, args.variant, k, args.schedule))

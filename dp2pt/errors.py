@@ -31,6 +31,20 @@ class ServerUnreachable(Dp2ptError):
     exit_code = 3
 
 
+class LoginRefused(ServerUnreachable):
+    """The location server answered the login with an error (id in use, too many logins, bad id)."""
+
+
+class ServerLost(ServerUnreachable):
+    """A location server a session depended on (ours or the other peer's) went away during it."""
+
+
+class DirectoryUnavailable(Dp2ptError):
+    """The shared directory (Redis) of a location server did not answer at start."""
+
+    exit_code = 3
+
+
 class UnknownPeer(Dp2ptError):
     """The location server (or its federation) knows no peer with that id."""
 

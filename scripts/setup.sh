@@ -17,13 +17,13 @@ for p in "${pkgs[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
-  # coturn's postinst must not start a system-wide turnserver; the lab starts its own.
+  # coturn's and redis-server's postinst must not start system-wide daemons; the lab and the tests start their own.
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
   rm -f /usr/sbin/policy-rc.d
 fi
 
-python3 -m pip install -q -e '.[lab,dev]'
+python3 -m pip install -q -e '.[lab,dev,directory]'
 
 for step in scripts/setup.d/*.sh; do
   [ -e "$step" ] && bash "$step"

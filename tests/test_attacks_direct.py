@@ -13,29 +13,14 @@ import pytest
 
 from dp2pt.aio.peer import Peer, PeerConfig
 from dp2pt.errors import TraversalFailed, UnknownPeer
-from dp2pt.proto import stun
 from dp2pt.proto.datagram import Datagram, Kind
-from tests.loopback import location_server
+from tests.loopback import SlowStun, location_server
 from tests.procs import free_port
 from tests.spoof import needs_root
 from tests.test_e2e_loopback import check_direct
 
 MAX_FORGED = 3000  # datagrams a thief may send in one test
 CFG = {"timeout": 5.0, "punch_timeout": 1.0}
-
-
-class _SlowStun(asyncio.DatagramProtocol):
-    """A STUN server that answers after ``delay`` seconds: the NAT test lasts long enough for a thief to act."""
-
-    def __init__(self, delay):
-        self.delay = delay
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def datagram_received(self, data, addr):
-        answer = stun.binding_response(stun.parse(data), addr)
-        asyncio.get_running_loop().call_later(self.delay, self.transport.sendto, answer, addr)
 
 
 async def run_pair(server, a_cfg=None, b_cfg=None, on_session=None, ports=None):
@@ -80,7 +65,7 @@ def test_forged_direct_datagrams_cannot_take_the_path():
 
     async def main():
         loop = asyncio.get_running_loop()
-        slow, _ = await loop.create_datagram_endpoint(lambda: _SlowStun(0.05), local_addr=("127.0.0.1", 0))
+        slow, _ = await loop.create_datagram_endpoint(lambda: SlowStun(0.05), local_addr=("127.0.0.1", 0))
         try:
             async with location_server() as server:
                 cfg = {"stun": [slow.get_extra_info("sockname")] * 2}

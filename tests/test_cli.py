@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -60,14 +61,43 @@ def test_adaptive_k_grows_with_the_cut_in_rate():
 
 def test_server_unreachable():
     port = free_port(kind=1)
-    proc = run("peer", "--id", "B", "--server", f"127.0.0.1:{port}", "connect", "A")
+    proc = run("peer", "--id", "B", "--server", f"127.0.0.1:{port}", "--retry", "0", "connect", "A")
     assert_one_line_error(proc, 3, "cannot reach location server")
+
+
+def test_server_unreachable_after_trying_every_server_for_the_retry_time():
+    ports = [free_port(kind=1), free_port(kind=1)]
+    started = time.monotonic()
+    proc = run("peer", "--id", "B", "--server", f"127.0.0.1:{ports[0]}", "--server", f"localhost:{ports[1]}",
+               "--retry", "1", "connect", "A")
+    assert_one_line_error(proc, 3, "no location server of 2 answered in 1 s; last: cannot reach location server")
+    assert 1.0 <= time.monotonic() - started < 10
 
 
 def test_server_unreachable_over_udp_times_out_cleanly():
     port = free_port()
-    proc = run("peer", "--id", "B", "--server", f"127.0.0.1:{port}", "--udp-control", "--timeout", "1", "connect", "A")
+    proc = run("peer", "--id", "B", "--server", f"127.0.0.1:{port}", "--udp-control", "--timeout", "1",
+               "--retry", "0", "connect", "A")
     assert_one_line_error(proc, 3, "location server")
+
+
+def test_a_peer_started_before_its_server_waits_for_it():
+    tcp, udp = free_port(kind=1), free_port(span=2)
+    listener = subprocess.Popen(DP2PT + ["peer", "--id", "A", "--server", f"127.0.0.1:{tcp}", "--retry", "20", "listen"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = None
+    try:
+        time.sleep(1.0)
+        assert listener.poll() is None  # still trying
+        server = subprocess.Popen(DP2PT + ["server", "--tcp", f"127.0.0.1:{tcp}", "--udp", f"127.0.0.1:{udp}"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready = json.loads(listener.stdout.readline())
+        assert ready["event"] == "ready" and ready["server"] == ["127.0.0.1", tcp]
+    finally:
+        for proc in (listener, server):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(5)
 
 
 def test_listen_allow_admits_only_the_named_peers():
@@ -113,6 +143,13 @@ def test_unknown_peer():
         (["server", "--login-timeout", "0"], "positive number of seconds"),
         (["server", "--max-conns", "0"], "positive integer"),
         (["peer", "--id", "A", "--server", "127.0.0.1:1", "listen", "--allow"], "expected at least one argument"),
+        (["peer", "--id", "A", "--server", "127.0.0.1:1", "--retry", "-1", "listen"], "number of seconds"),
+        (["server", "--directory", "redis://127.0.0.1:1"], "--directory needs the secret"),
+        (["server", "--directory-secret", "/nonexistent"], "--directory-secret is for --directory"),
+        (["server", "--directory", "redis://127.0.0.1:1", "--directory-secret", "/nonexistent"], "cannot read"),
+        (["server", "--directory", "redis://127.0.0.1:1", "--peer-server", "127.0.0.1:1"], "two ways to federate"),
+        (["server", "--directory", "redis://127.0.0.1:1", "--name", "a b"], "without spaces"),
+        (["server", "--directory", "http://127.0.0.1:1", "--directory-secret", "/dev/null"], "give at least 16"),
         (["frobnicate"], "invalid choice"),
     ],
 )

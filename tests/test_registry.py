@@ -6,7 +6,8 @@ import pytest
 
 from dp2pt.proto import messages
 from dp2pt.proto.messages import make
-from dp2pt.proto.registry import MAX_ERROR_TEXT, Limits, LoggedIn, Lookup, Registry, ToConn, ToPeer, ToServer
+from dp2pt.proto.registry import (MAX_ERROR_TEXT, Claim, Limits, LoggedIn, Lookup, Registry, Release, ToConn, ToPeer,
+                                  ToServer)
 
 STUN = [("198.51.100.10", 3478), ("198.51.100.10", 3479)]
 IP = "203.0.113.1"
@@ -278,3 +279,42 @@ def test_a_peer_leaving_after_its_result_does_not_void_the_others():
     assert reg.on_disconnect("ca") == []  # B is not told "peer-gone"
     assert reg.on_message("cb", make("result", session=sid, ok=True), 0) == []
     assert reg.stats["sessions_direct"] == 1 and reg.sessions == {}
+
+
+def test_with_a_directory_a_login_completes_once_its_claim_is_granted():
+    reg = Registry("ls1", STUN, federated=True, directory=True)
+    (claim,) = reg.login("ca", make("login", id="A", nonce="n1"), IP, 0)
+    assert isinstance(claim, Claim) and (claim.conn, claim.peer) == ("ca", "A") and reg.logins == {}
+    (busy,) = reg.login("cx", make("login", id="A"), IP, 0)  # a second login while the first is claiming
+    assert busy.msg["code"] == "id-in-use"
+    logged_in, ok = reg.claim_done("ca", "A", True, 0)
+    assert isinstance(logged_in, LoggedIn) and ok.msg["type"] == "login_ok" and ok.msg["nonce"] == "n1"
+    (claim,) = reg.login("cb", make("login", id="B", nonce="n2"), IP, 0)
+    (refused,) = reg.claim_done("cb", "B", False, 0)
+    assert refused.msg["code"] == "id-in-use" and refused.msg["nonce"] == "n2" and "B" not in reg.logins
+    assert reg.on_disconnect("ca") == [Release("A")]
+
+
+def test_a_connection_gone_while_claiming_gives_its_claim_back():
+    reg = Registry("ls1", STUN, federated=True, directory=True)
+    reg.login("ca", make("login", id="A"), IP, 0)
+    assert reg.on_disconnect("ca") == []
+    assert reg.claim_done("ca", "A", True, 0) == [Release("A")] and reg.logins == {}
+    assert reg.claim_done("cb", "B", False, 0) == []
+
+
+def test_a_server_gone_ends_the_sessions_that_needed_it():
+    """B's server owns a session with A on ls1, and holds C for a session owned by ls3: when ls1
+    goes, B hears it at once; when ls3 goes, C does."""
+    reg = registry("ls2", federated=True)
+    login(reg, "cb", "B"), login(reg, "cc", "C")
+    (lookup,) = reg.on_message("cb", connect(), 0)
+    reg.lookup_done(lookup.q, "ls1", 0)
+    (sid,) = reg.sessions
+    reg.on_server_message("ls3", make("deliver", to="C", msg=make("punch", session="ffeeddccbbaa9988", step=16)), 0)
+    assert reg.remote_servers() == {"ls1", "ls3"}
+    (told,) = reg.server_gone("ls1")
+    assert (told.peer, told.msg["code"], told.msg["session"]) == ("B", "server-gone", sid) and reg.sessions == {}
+    (told,) = reg.server_gone("ls3")
+    assert (told.peer, told.msg["code"]) == ("C", "server-gone") and reg.proxied == {}
+    assert reg.remote_servers() == set() and reg.server_gone("ls1") == []

@@ -15,7 +15,7 @@ import secrets
 import time
 from typing import Any
 
-from dp2pt.errors import RemoteProtocolError, ServerUnreachable
+from dp2pt.errors import LoginRefused, RemoteProtocolError, ServerUnreachable
 from dp2pt.proto import auth, messages
 from dp2pt.proto.link import RTO, ControlLink
 
@@ -32,7 +32,9 @@ class ControlChannel:
         """Send ``login``; returns ``login_ok`` (from then on traffic is authenticated with its key).
 
         Raises:
-            ServerUnreachable: no answer in ``timeout``, or the server refused the login.
+            asyncio.TimeoutError: no answer in ``timeout``.
+            LoginRefused: the server refused the login.
+            ServerUnreachable: the server closed the connection.
         """
         raise NotImplementedError
 
@@ -52,7 +54,7 @@ class ControlChannel:
             self.rejected += 1
             return None
         if msg["type"] == "error":
-            raise ServerUnreachable(f"login refused: {msg['message']}")
+            raise LoginRefused(f"login refused: {msg['message']}")
         if msg["type"] == "login_ok":
             key = auth.key_bytes(msg["key"])
             if key is None:
@@ -217,3 +219,4 @@ class UdpControl(ControlChannel):
     def close(self) -> None:
         self._timer.cancel()
         self._transport.close()
+        self._protocol.queue.put_nowait(None)  # a pending recv() learns the session is over

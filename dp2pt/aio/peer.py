@@ -5,13 +5,22 @@ measure is the one the punches extend.  Peer A is the one that listens, B the on
 (the spec's naming); the location server decides who does what when.  A listener runs its sessions
 concurrently (up to ``concurrent``) and consents to each by reporting its address, or declines it
 (a peer not in ``allow``, or too many sessions already).
+
+Failover: a peer knows one or more location servers (a DNS name may stand for several addresses)
+and logs in to the first that answers, retrying with backoff for ``retry`` seconds, so it may start
+before its server does.  When its server goes away (the connection closes, or pings stay unanswered)
+it logs in again at the next one; the sessions that were running end at once (``ServerLost``), and a
+connect runs its session again through the new server, so it completes or fails with a clear error
+within its time budget, never hangs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -20,7 +29,9 @@ from dp2pt.aio.control import ControlChannel, TcpControl, UdpControl
 from dp2pt.errors import (
     ConfigError,
     Dp2ptError,
+    LoginRefused,
     RemoteProtocolError,
+    ServerLost,
     ServerUnreachable,
     TransactionTimeout,
     TraversalFailed,
@@ -42,12 +53,18 @@ Msg = dict[str, Any]
 _SESSION_ID = re.compile(r"[0-9a-f]{16}")
 MAX_QUEUED = 1024  # direct datagrams waiting to be read; beyond, a flood is dropped at the socket
 FILTERING_TRIES = 2  # sends of each CHANGE-REQUEST of --discover-nat's filtering test (rto, then 2·rto)
+LOGIN_WAIT = 5.0  # seconds one server may take to accept the connection and answer the login
+RETRY_DELAY = (0.1, 2.0)  # first and largest wait between rounds of login attempts (then doubling, ±25%)
+SILENT_PINGS = 2.5  # a server that said nothing for this many keepalive periods is taken for gone
+LOST = ("lost", "server-gone")  # error codes that mean a server went away, not that the session failed
 
 
 @dataclass
 class PeerConfig:
     id: str
-    server: Address
+    server: Address  # the first location server to try (a host name may stand for several addresses)
+    more_servers: list[Address] = field(default_factory=list)  # tried after it, in order
+    retry: float = 10.0  # seconds to keep trying the servers, at start and after losing one
     udp_control: bool = False
     bind: Address = ("0.0.0.0", 0)
     stun: list[Address] = field(default_factory=list)  # empty: the location server's STUN ports
@@ -61,6 +78,10 @@ class PeerConfig:
     keepalive: float = 15.0
     allow: list[str] | None = None  # listener: only these peer ids may connect (None: anyone)
     concurrent: int = 8  # listener: sessions served at once; more are declined
+
+    @property
+    def servers(self) -> list[Address]:
+        return [self.server, *self.more_servers]
 
 
 class _DataSocket(asyncio.DatagramProtocol):
@@ -98,18 +119,27 @@ class _DataSocket(asyncio.DatagramProtocol):
 
 
 class Peer:
-    """A logged-in peer.  Use ``async with Peer(config) as peer:`` then listen() or connect()."""
+    """A logged-in peer.  Use ``async with Peer(config) as peer:`` then listen() or connect().
 
-    def __init__(self, config: PeerConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    ``on_login(address)`` (optional) is called each time the peer logs in, first and after a failover.
+    """
+
+    def __init__(self, config: PeerConfig, clock: Callable[[], float] = time.monotonic,
+                 on_login: Callable[[Address], None] | None = None) -> None:
         self.config = config
         self.clock = clock
+        self.on_login = on_login
+        self.server: Address | None = None  # the address logged in to
         self.stun_servers: list[Address] = []
         self._control: ControlChannel | None = None
         self._reader: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
+        self._online = asyncio.Event()
+        self._last_heard = 0.0
         self._new_sessions: asyncio.Queue[Msg] = asyncio.Queue()
         self._on_session: Callable[[Msg], None] | None = None  # a listener takes sessions as they come
         self._session_queues: dict[str, asyncio.Queue[Msg]] = {}
+        self._runs: dict[str, _SessionRun] = {}
         self._errors: asyncio.Queue[Msg] = asyncio.Queue()
         self._lost: Exception | None = None
 
@@ -127,67 +157,150 @@ class Peer:
     # ---- login procedure ---------------------------------------------------------------------
 
     async def login(self) -> None:
-        """Spec step 1 (A) / step 2 (B): open and keep a session with the location server.
+        """Spec step 1 (A) / step 2 (B): open and keep a session with a location server.
 
         Raises:
-            ServerUnreachable: no answer, or the server refused the login.
+            LoginRefused: a server refused the login (e.g. the id is in use).
+            ServerUnreachable: no server answered within ``retry`` seconds.
         """
+        await self._log_in_anywhere(after=None, refusal_is_final=True)
+        self._reader = asyncio.ensure_future(self._read_control())
+        self._pinger = asyncio.ensure_future(self._keepalive())
+
+    async def _log_in_anywhere(self, after: Address | None, refusal_is_final: bool) -> None:
+        """Try the servers in turn (starting after ``after``, the one just lost) until one takes the login."""
+        cfg = self.config
+        deadline = self.clock() + cfg.retry
+        delay = RETRY_DELAY[0]
+        while True:
+            candidates, problems = await self._candidates()
+            if after in candidates:
+                i = candidates.index(after) + 1
+                candidates = candidates[i:] + candidates[:i]
+            for address in candidates:
+                try:
+                    await self._login_at(address)
+                    return
+                except LoginRefused as exc:
+                    if refusal_is_final:
+                        raise
+                    problems.append(str(exc))
+                except ServerUnreachable as exc:
+                    problems.append(str(exc))
+            left = deadline - self.clock()
+            if left <= 0:
+                raise ServerUnreachable(_unreachable(cfg.servers, problems, cfg.retry))
+            await asyncio.sleep(min(delay * random.uniform(0.75, 1.25), left))
+            delay = min(2 * delay, RETRY_DELAY[1])
+
+    async def _candidates(self) -> tuple[list[Address], list[str]]:
+        """Every address of every configured server, in order, without repeats; and what failed to resolve."""
+        loop = asyncio.get_running_loop()
+        kind = socket.SOCK_DGRAM if self.config.udp_control else socket.SOCK_STREAM
+        out: list[Address] = []
+        problems: list[str] = []
+        for host, port in self.config.servers:
+            try:
+                infos = await loop.getaddrinfo(host, port, type=kind)
+            except (socket.gaierror, UnicodeError) as exc:
+                problems.append(f"cannot resolve {host}: {getattr(exc, 'strerror', None) or exc}")
+                continue
+            for *_, sockaddr in infos:
+                address = (str(sockaddr[0]), int(sockaddr[1]))
+                if address not in out:
+                    out.append(address)
+        return out, problems
+
+    async def _login_at(self, address: Address) -> None:
         cfg = self.config
         opener = UdpControl if cfg.udp_control else TcpControl
-        self._control = await opener.open(cfg.server, timeout=min(cfg.timeout, 5.0))
+        wait = min(cfg.timeout, LOGIN_WAIT)
+        control = await opener.open(address, timeout=wait)
         login = messages.make("login", id=cfg.id)
         if cfg.allow is not None:
             login["allow"] = list(cfg.allow)
         try:
-            reply = await self._control.login(login, min(cfg.timeout, 5.0))
+            reply = await control.login(login, wait)
         except asyncio.TimeoutError:
-            raise ServerUnreachable(f"location server {cfg.server[0]}:{cfg.server[1]} did not answer the login") from None
-        self.stun_servers = self._stun_addresses(reply["stun"])
-        self._reader = asyncio.ensure_future(self._read_control())
-        self._pinger = asyncio.ensure_future(self._keepalive())
+            control.close()
+            raise ServerUnreachable(f"location server {address[0]}:{address[1]} did not answer the login") from None
+        except BaseException:
+            control.close()
+            raise
+        self._control = control
+        self.server = address
+        self.stun_servers = self._stun_addresses(reply["stun"], address)
+        self._last_heard = self.clock()
+        self._online.set()
+        if self.on_login is not None:
+            self.on_login(address)
 
-    def _stun_addresses(self, advertised: list[Any]) -> list[Address]:
+    def _stun_addresses(self, advertised: list[Any], server: Address) -> list[Address]:
         if self.config.stun:
             return list(self.config.stun)
         # A server bound to the wildcard address advertises it: use the address we reached it at.
-        return [
-            (self.config.server[0] if host in ("0.0.0.0", "::") else host, int(port)) for host, port in advertised
-        ]
+        return [(server[0] if host in ("0.0.0.0", "::") else host, int(port)) for host, port in advertised]
 
     async def _read_control(self) -> None:
-        assert self._control is not None
-        try:
-            while True:
-                msg = await self._control.recv()
-                sid = msg.get("session")
-                if msg["type"] == "session":
-                    if auth.key_bytes(msg["key"]) is None or not _SESSION_ID.fullmatch(sid):
-                        log.warning("ignoring a session message without a valid id and key")
-                        continue
-                    self._session_queues[sid] = asyncio.Queue()
-                    if self._on_session is not None:
-                        self._on_session(msg)
-                    else:
-                        await self._new_sessions.put(msg)
-                elif isinstance(sid, str) and sid in self._session_queues:
-                    await self._session_queues[sid].put(msg)
-                elif msg["type"] == "error":
-                    await self._errors.put(msg)
-        except (Dp2ptError, OSError) as exc:
-            self._lost = exc
-            lost = messages.make("error", code="lost", message=str(exc))
+        """Read the server's messages; when the server goes away, end the running sessions and log in
+        again elsewhere (or, out of servers, tell everyone waiting that the peer is offline)."""
+        while True:
+            assert self._control is not None and self.server is not None
+            try:
+                while True:
+                    msg = await self._control.recv()
+                    self._last_heard = self.clock()
+                    await self._dispatch(msg)
+            except (Dp2ptError, OSError) as exc:
+                reason = f"lost the location server {self.server[0]}:{self.server[1]}: {exc}"
+            self._control.close()
+            self._online.clear()
+            log.warning("%s; logging in again", reason)
+            for run in list(self._runs.values()):
+                run.abort(reason)
+            await self._errors.put(messages.make("error", code="lost", message=reason))
+            try:
+                await self._log_in_anywhere(after=self.server, refusal_is_final=False)
+            except Dp2ptError as exc:
+                self._lost = exc
+                final = messages.make("error", code="lost", message=str(exc))
+                if self._on_session is not None:
+                    self._on_session(final)
+                await self._new_sessions.put(final)
+                await self._errors.put(final)
+                return
+
+    async def _dispatch(self, msg: Msg) -> None:
+        sid = msg.get("session")
+        if msg["type"] == "session":
+            if auth.key_bytes(msg["key"]) is None or not _SESSION_ID.fullmatch(sid):
+                log.warning("ignoring a session message without a valid id and key")
+                return
+            self._session_queues[sid] = asyncio.Queue()
             if self._on_session is not None:
-                self._on_session(lost)
-            await self._new_sessions.put(lost)
-            await self._errors.put(lost)
-            for queue in self._session_queues.values():
-                await queue.put(lost)
+                self._on_session(msg)
+            else:
+                await self._new_sessions.put(msg)
+        elif isinstance(sid, str):
+            if sid in self._session_queues:
+                await self._session_queues[sid].put(msg)
+            # else: about a session that is over here (a late error, a second result): nothing to do
+        elif msg["type"] == "error":
+            await self._errors.put(msg)
 
     async def _keepalive(self) -> None:
-        assert self._control is not None
+        """Ping every ``keepalive``; a server silent for SILENT_PINGS periods is closed (and replaced)."""
         while True:
             await asyncio.sleep(self.config.keepalive)
-            await self._control.send(messages.make("ping"))
+            if not self._online.is_set() or self._control is None:
+                continue
+            if self.clock() - self._last_heard > SILENT_PINGS * self.config.keepalive:
+                self._control.close()  # the reader sees the session end and fails over
+                continue
+            try:
+                await self._control.send(messages.make("ping"))
+            except (OSError, Dp2ptError):
+                pass  # the reader will see it too
 
     async def close(self) -> None:
         for task in (self._reader, self._pinger):
@@ -201,8 +314,13 @@ class Peer:
     async def listen(self, on_result: Callable[[Msg], None], sessions: int = 1) -> None:
         """Wait for other peers to connect (role A) and run their sessions concurrently; return after
         ``sessions`` results (0 = never).  A session from a peer not in ``allow``, or beyond
-        ``concurrent`` running ones, is declined: the server then tells the caller nothing of us."""
-        results: asyncio.Queue[Msg] = asyncio.Queue()
+        ``concurrent`` running ones, is declined: the server then tells the caller nothing of us.  A
+        session that ended because a server went away is not a result: the caller tries again.
+
+        Raises:
+            ServerUnreachable: the peer lost its server and no other took its login in time.
+        """
+        results: asyncio.Queue[Msg | tuple[Msg, bool]] = asyncio.Queue()
         running: set[asyncio.Future[Any]] = set()
 
         def start(msg: Msg) -> None:  # called by the control reader: no queue hop before the session runs
@@ -222,10 +340,15 @@ class Peer:
         served = 0
         try:
             while sessions == 0 or served < sessions:
-                msg = await results.get()
-                if msg.get("type") == "error":  # the control connection was lost (a result has no type)
-                    raise ServerUnreachable(f"lost the location server: {msg['message']}")
-                on_result(msg)
+                item = await results.get()
+                if isinstance(item, dict):  # the peer lost its server, and no other took it back
+                    raise ServerUnreachable(f"lost the location server: {item['message']}")
+                result, lost = item
+                if lost:
+                    log.warning("session %s with %s ended with a server: %s", result["session"], result["peer"],
+                                result["error"])
+                    continue
+                on_result(result)
                 served += 1
         finally:
             self._on_session = None
@@ -239,19 +362,61 @@ class Peer:
     async def _decline(self, msg: Msg) -> None:
         log.info("declining session %s from %s", msg["session"], msg["peer"])
         self._session_queues.pop(msg["session"], None)
-        await self.send_control(messages.make("decline", session=msg["session"]))
+        try:
+            await self.send_control(messages.make("decline", session=msg["session"]))
+        except ServerLost:
+            pass  # the server that asked is gone, and the session with it
 
     async def connect(self, target: str, variant: str = "basic", k: int = 1, schedule: str = "diagram1") -> Msg:
         """Ask the location server for a direct path to ``target`` (role B) and run the session.
 
+        If a server the session depends on goes away, the session runs again through the server the
+        peers log in to next, for up to ``retry`` seconds (the other peer may take that long to log
+        in again).
+
         Raises:
             UnknownPeer: no such peer is logged in (here or in the federation).
             TraversalTimeout: the server did not start the session in time.
+            ServerUnreachable: the server refused the connect, or every server went away.
         """
-        assert self._control is not None
         probe_count(variant)
         get_schedule(schedule).first(punch_count(variant, k))
-        await self._control.send(messages.make("connect", target=target, variant=variant, k=k, schedule=schedule))
+        deadline: float | None = None  # set once a server went away: how long we try again
+        delay = RETRY_DELAY[0]
+        while True:
+            try:
+                result, lost = await self._connect_once(target, variant, k, schedule)
+                if not lost:
+                    return result
+                failure: Exception | Msg = result
+            except (ServerLost, UnknownPeer) as exc:
+                if deadline is None and isinstance(exc, UnknownPeer):
+                    raise
+                failure = exc
+            now = self.clock()
+            deadline = deadline if deadline is not None else now + self.config.retry
+            if now >= deadline or self._lost is not None:
+                if isinstance(failure, Exception):
+                    raise failure
+                return failure
+            log.warning("connect to %s: %s; trying again", target,
+                        failure if isinstance(failure, Exception) else failure["error"])
+            await asyncio.sleep(min(delay * random.uniform(0.75, 1.25), deadline - now))
+            delay = min(2 * delay, RETRY_DELAY[1])
+            try:
+                await asyncio.wait_for(self._online.wait(), max(deadline - self.clock(), 0.0))
+            except asyncio.TimeoutError:
+                pass  # _connect_once fails at once and we give up above
+
+    async def _connect_once(self, target: str, variant: str, k: int, schedule: str) -> tuple[Msg, bool]:
+        if self._control is None or not self._online.is_set():
+            raise ServerLost(str(self._lost or "not logged in to any location server"))
+        while not self._errors.empty():  # what was said before this connect is not its answer
+            self._errors.get_nowait()
+        try:
+            await self._control.send(messages.make("connect", target=target, variant=variant, k=k, schedule=schedule))
+        except (OSError, Dp2ptError) as exc:
+            raise ServerLost(f"cannot send the connect: {exc}") from None
         waiting = {
             asyncio.ensure_future(self._new_sessions.get()): "session",
             asyncio.ensure_future(self._errors.get()): "error",
@@ -265,38 +430,67 @@ class Peer:
         if msg["type"] == "error":
             if msg["code"] == "unknown-peer":
                 raise UnknownPeer(msg["message"])
+            if msg["code"] in LOST:
+                raise ServerLost(msg["message"])
             raise ServerUnreachable(f"connect refused: {msg['message']}")
         return await self._run_session(msg)
 
-    async def _run_session(self, msg: Msg) -> Msg:
+    async def _run_session(self, msg: Msg) -> tuple[Msg, bool]:
+        """Run one session; returns its result and whether it ended because a server went away."""
         run = _SessionRun(self, msg)
+        self._runs[run.sid] = run
+        task = asyncio.ensure_future(run.run())
+        run.task = task
         try:
-            await asyncio.wait_for(run.run(), self.config.timeout)
+            await asyncio.wait_for(task, self.config.timeout)
         except asyncio.TimeoutError:
             run.result["error"] = f"session timed out after {self.config.timeout:g}s in {run.phase}"
             run.result["error_code"] = TraversalTimeout.exit_code
+        except asyncio.CancelledError:
+            if run.lost is None:
+                raise  # we are being cancelled, not the session
+            run.result["error"] = run.lost
+            run.result["error_code"] = ServerLost.exit_code
         except Dp2ptError as exc:
             run.result["error"] = str(exc)
             run.result["error_code"] = exc.exit_code
+            if isinstance(exc, ServerLost) and run.lost is None:
+                run.lost = str(exc)  # it could not reach its server
         except OSError as exc:  # the data socket failed under us
             run.result["error"] = f"data socket: {exc.strerror or exc}"
             run.result["error_code"] = TraversalFailed.exit_code
         finally:
             run.close()
+            self._runs.pop(run.sid, None)
             self._session_queues.pop(msg["session"], None)
-        await self._report_result(run.result)
-        return run.result
+        if run.lost is None:
+            await self._report_result(run.result)
+        return run.result, run.lost is not None
 
     async def _report_result(self, result: Msg) -> None:
-        if self._control is not None and self._lost is None:
+        if self._control is not None and self._online.is_set():
             try:
                 await self._control.send(messages.make("result", session=result["session"], ok=result["ok"]))
             except (OSError, Dp2ptError):
                 pass
 
     async def send_control(self, msg: Msg) -> None:
-        assert self._control is not None
+        """Send a control message to the server.
+
+        Raises:
+            ServerLost: not logged in (the server went away).
+        """
+        if self._control is None or not self._online.is_set():
+            raise ServerLost("not logged in to any location server")
         await self._control.send(msg)
+
+
+def _unreachable(servers: list[Address], problems: list[str], retry: float) -> str:
+    """One line saying which servers were tried, for how long, and the last thing that went wrong."""
+    last = problems[-1] if problems else "no address to try"
+    if len(servers) == 1:
+        return last if retry <= 0 else f"{last} (kept trying for {retry:g} s)"
+    return f"no location server of {len(servers)} answered in {retry:g} s; last: {last}"
 
 
 class _SessionRun:
@@ -319,12 +513,16 @@ class _SessionRun:
         self.sock: _DataSocket | None = None
         self._filter_server: Address | None = None  # --discover-nat: where the filtering test asks, after the session
         self._filter_sock: _DataSocket | None = None  # the filtering test's own socket
+        self.task: asyncio.Task[Msg] | None = None
+        self.lost: str | None = None  # why the session ended with a server
+        self.on_its_own = False  # both sides punched: the rest needs no server
         self.result: Msg = {
             "ok": False,
             "role": self.role,
             "id": self.cfg.id,
             "peer": msg["peer"],
             "session": self.sid,
+            "server": list(peer.server) if peer.server else None,
             "variant": self.variant,
             "k": self.k,
             "schedule": self.schedule,
@@ -347,6 +545,13 @@ class _SessionRun:
             "error": None,
             "error_code": 0,
         }
+
+    def abort(self, reason: str) -> None:
+        """A server went away: end the session now, unless it no longer needs one (it is punching)."""
+        if self.on_its_own or self.task is None or self.task.done():
+            return
+        self.lost = reason
+        self.task.cancel()
 
     def _mark(self, event: str) -> float:
         ms = round((self.peer.clock() - self.t0) * 1000, 3)
@@ -399,6 +604,9 @@ class _SessionRun:
                     self.result["remote"] = {"ip": msg["ip"], "port": msg["port"], "delta": msg["delta"],
                                              **({"mapping": msg["mapping"]} if "mapping" in msg else {})}
                 return msg
+            if msg["type"] == "error" and msg["code"] in LOST:
+                self.lost = msg["message"]
+                raise ServerLost(msg["message"])
             if msg["type"] == "error":
                 raise TraversalFailed(f"location server: {msg['message']}")
 
@@ -511,6 +719,7 @@ class _SessionRun:
     async def _direct(self) -> None:
         """Wait for the other side's punch (B) or reply (A), answer (step 17), then exchange data."""
         assert self.sock is not None
+        self.on_its_own = True
         self.phase = "waiting for a direct datagram"
         remote_ip = self.result["remote"]["ip"]
         ports = self.result["punch_ports"]

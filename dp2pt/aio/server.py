@@ -4,6 +4,10 @@ All decisions are made by :class:`dp2pt.proto.registry.Registry`; this module on
 feeds events in and sends the actions out.  Any malformed, truncated or oversized input is counted
 and dropped; nothing a remote sends can stop the server or touch another pair's session.
 
+Servers federate either statically (``--peer-server`` links, spec FIG. 4) or through a shared
+directory on Redis (``--directory``, :mod:`dp2pt.aio.directory`): the registry's lookups, messages
+to other servers, login claims and releases go to whichever the server was started with.
+
 STUN is answered off the event loop, by a thread (and ``--stun-workers`` processes) running
 :mod:`dp2pt.aio.stun_fast`; the datagrams of the main UDP port that are not STUN come back to the
 loop through :meth:`LocationServer._udp_control`.
@@ -29,19 +33,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from dp2pt.aio.directory import Directory
 from dp2pt.aio.stun_fast import StunPort, serve
 from dp2pt.aio.stun_workers import Workers, attach_steering
 from dp2pt.errors import LocalProtocolError, RemoteProtocolError
 from dp2pt.proto import auth, messages
 from dp2pt.proto.admission import LOGIN_TIMEOUT, MAX_CONNS_PER_IP, Admission
 from dp2pt.proto.link import ControlLink
-from dp2pt.proto.registry import Action, LoggedIn, Lookup, Registry, ToConn, ToPeer, ToServer
+from dp2pt.proto.registry import Action, Claim, LoggedIn, Lookup, Registry, Release, ToConn, ToPeer, ToServer
 from dp2pt.proto.stun_server import StunAddresses
 
 log = logging.getLogger("dp2pt.server")
 
 KEEPALIVE = 15.0  # seconds between a peer's pings; a peer silent for 3x this is logged out
 LOOKUP_TIMEOUT = 2.0
+SERVER_WATCH = 1.0  # seconds between checks that the servers our sessions depend on are alive
 SWEEP_INTERVAL = 5.0
 MAX_UDP_LINKS = 100_000
 STUN_THREAD_STOP = 1.0  # seconds to wait for the STUN thread at close
@@ -66,6 +72,8 @@ class ServerConfig:
     stun_workers: int = 0  # extra processes answering STUN on the same ports (SO_REUSEPORT)
     peer_servers: list[Address] = field(default_factory=list)
     accept_servers: list[str] = field(default_factory=list)  # more IPs allowed to link in as servers
+    directory: str | None = None  # redis:// URL of a shared directory (instead of static links)
+    directory_secret: bytes = b""  # shared by every server of the directory: seals what they send each other
     keepalive: float = KEEPALIVE
     login_timeout: float = LOGIN_TIMEOUT
     max_conns: int | None = None  # TCP connections in total; default: what the descriptor limit allows
@@ -175,6 +183,7 @@ class LocationServer:
         self._lookups: dict[int, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.addresses: dict[str, Address] = {}
+        self.directory: Directory | None = None
         self._trusted_ips = {host for host, _ in config.peer_servers} | set(config.accept_servers)
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -196,7 +205,18 @@ class LocationServer:
         stun_addrs = [self.addresses["udp"], self.addresses["alt"]]
         # Federated even without --peer-server: another server may link to us; lookups with no link
         # answer "unknown peer" at once.
-        self.registry = Registry(cfg.name, stun_addrs, federated=True)
+        self.registry = Registry(cfg.name, stun_addrs, federated=True, directory=cfg.directory is not None)
+        if cfg.directory is not None:
+            registry = self.registry
+            try:
+                self.directory = Directory(cfg.directory, cfg.name, cfg.directory_secret, self._from_directory,
+                                           self.stats)
+                await self.directory.start(lambda: list(registry.logins))
+            except BaseException:
+                self.directory = None
+                await self.close()
+                raise
+            self._spawn(self._watch_servers())
         for addr in cfg.peer_servers:
             self._spawn(self._federation_link(addr))
         self._spawn(self._housekeeping())
@@ -277,6 +297,8 @@ class LocationServer:
         self._close_udp()
         for link in list(self._links.values()):
             link.writer.close()
+        if self.directory is not None:
+            await self.directory.close()
         for server in self._servers:
             try:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
@@ -368,7 +390,7 @@ class LocationServer:
             new.send({**messages.make("error", code="busy", message="too many logins from your address"), **nonce})
             return
         self._run(self.registry.login(new, msg, addr[0], now))
-        if new in self.registry.ids_by_conn:
+        if new in self.registry.ids_by_conn or self.registry.claiming(new):
             self._udp_conns[addr] = new
         else:
             self._udp_admission.release(addr)
@@ -436,7 +458,6 @@ class LocationServer:
         """
         assert self.registry is not None
         server_name: str | None = None
-        peer: str | None = None
         if not outbound:
             self._expire_at(conn, self.clock() + self.config.login_timeout, "login_timeouts")
         try:
@@ -452,7 +473,7 @@ class LocationServer:
                 try:
                     if server_name is not None:
                         self._from_server(server_name, msg)
-                    elif peer is not None:
+                    elif conn in self.registry.ids_by_conn:
                         if self._peer_message(conn, msg):
                             conn.deadline = self.clock() + 3 * self.config.keepalive
                     elif msg["type"] == "hello":
@@ -467,10 +488,6 @@ class LocationServer:
                             conn.send(messages.make("hello", server=self.config.name))
                     elif msg["type"] == "login":
                         self._run(self.registry.login(conn, msg, conn.ip, self.clock()))
-                        peer = self.registry.ids_by_conn.get(conn)
-                        if peer is not None:
-                            conn.deadline = self.clock() + 3 * self.config.keepalive
-                            conn.deadline_stat = "idle_timeouts"
                     else:
                         self.stats["not_logged_in"] += 1
                         conn.send(messages.make("error", code="auth", message="log in first"))
@@ -555,6 +572,8 @@ class LocationServer:
                 login = self.registry.logins.get(action.peer)
                 if login is not None:
                     login.conn.send(action.msg)  # type: ignore[attr-defined]
+            elif isinstance(action, ToServer) and self.directory is not None:
+                self.directory.send(action.server, action.msg)
             elif isinstance(action, ToServer):
                 link = self._links.get(action.server)
                 if link is None:
@@ -567,8 +586,17 @@ class LocationServer:
                 action.conn.link.authenticate(action.key)  # type: ignore[attr-defined]
                 if isinstance(action.conn, _TcpConn):
                     self._tcp_admission.logged_in(action.conn)
+                    action.conn.deadline = self.clock() + 3 * self.config.keepalive
+                    action.conn.deadline_stat = "idle_timeouts"
+            elif isinstance(action, Claim):
+                self._spawn(self._claim(action))
+            elif isinstance(action, Release):
+                self._spawn(self._release(action.peer))
 
     def _lookup(self, action: Lookup) -> None:
+        if self.directory is not None:
+            self._spawn(self._directory_lookup(action))
+            return
         if not self._links:
             self._run(self.registry.lookup_done(action.q, None, self.clock()))  # type: ignore[union-attr]
             return
@@ -576,6 +604,58 @@ class LocationServer:
         for link in self._links.values():
             link.send(messages.make("lookup", q=action.q, id=action.peer_id, **{"from": action.requester}))
         asyncio.get_running_loop().call_later(LOOKUP_TIMEOUT, self._lookup_expired, action.q)
+
+    # ---- the shared directory ----------------------------------------------------------------
+
+    async def _directory_lookup(self, action: Lookup) -> None:
+        """Which server holds the peer, from its entry; then that server's sealed answer (its allow list)."""
+        assert self.directory is not None
+        server = await self.directory.locate(action.peer_id)
+        if server is None:
+            self._run(self.registry.lookup_done(action.q, None, self.clock()))  # type: ignore[union-attr]
+            return
+        self._lookups[action.q] = {server}
+        ask = messages.make("lookup", q=action.q, id=action.peer_id, **{"from": action.requester})
+        heard = self.directory.send(server, ask, receivers=True)
+        assert heard is not None
+        if await heard:
+            asyncio.get_running_loop().call_later(LOOKUP_TIMEOUT, self._lookup_expired, action.q)
+        else:  # nobody listens on that name: the entry outlived its server
+            self._lookup_expired(action.q)
+
+    async def _claim(self, action: Claim) -> None:
+        assert self.directory is not None and self.registry is not None
+        granted = await self.directory.claim(action.peer)
+        self._run(self.registry.claim_done(action.conn, action.peer, granted, self.clock()))
+        conn = action.conn
+        if isinstance(conn, _UdpConn) and conn not in self.registry.ids_by_conn and self._udp_conns.get(conn.addr) is conn:
+            del self._udp_conns[conn.addr]
+            self._udp_admission.release(conn.addr)
+
+    async def _release(self, peer: str) -> None:
+        assert self.directory is not None and self.registry is not None
+        if peer not in self.registry.logins:  # not back already (a new login keeps the entry)
+            await self.directory.release(peer)
+
+    def _from_directory(self, sender: str, instance: str, msg: dict[str, Any]) -> None:
+        """A sealed message from another server of the directory (opened: it is authentic and fresh)."""
+        try:
+            self._from_server(sender, msg)
+        except Exception as exc:
+            self._internal_error(f"directory message from {sender}", exc)
+
+    async def _watch_servers(self) -> None:
+        """End the sessions that depend on a server that went away (its heartbeat lapsed)."""
+        assert self.directory is not None and self.registry is not None
+        while True:
+            await asyncio.sleep(SERVER_WATCH)
+            try:
+                for server in self.registry.remote_servers():
+                    if await self.directory.gone(server):
+                        self.stats["servers_gone"] += 1
+                        self._run(self.registry.server_gone(server))
+            except Exception as exc:
+                self._internal_error("server watch", exc)
 
     def _lookup_answer(self, q: int, server: str, found: bool) -> None:
         waiting = self._lookups.get(q)

@@ -21,6 +21,10 @@ rate-limited and its open sessions capped (:class:`Limits`).
 
 In a federation (FIG. 4) A may be logged in to another server: messages for A leave as ``deliver``
 to A's server, and A's messages for the session come back ``upstream`` (steps 7-1 and 13-1).  The
+servers are linked either statically (``--peer-server``) or through a shared directory
+(:mod:`dp2pt.proto.directory`); with a directory a login first *claims* its id there (no two servers
+hold one id), a logout releases it, and a server that went away ends the sessions that depended on
+it (``server-gone``) so that their peers try again elsewhere instead of waiting.  The
 server never relays data: it only coordinates.  Methods take events and return :class:`Action`
 lists; the asyncio layer (:mod:`dp2pt.aio.server`) moves the bytes.
 """
@@ -87,6 +91,22 @@ class Lookup:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """Directory mode: may ``peer`` log in here (no live server holds its id)?  Answer with
+    :meth:`Registry.claim_done`."""
+
+    conn: Conn
+    peer: str
+
+
+@dataclass(frozen=True)
+class Release:
+    """Directory mode: ``peer`` logged out here; its directory entry goes if it is still ours."""
+
+    peer: str
+
+
+@dataclass(frozen=True)
 class LoggedIn:
     """``conn`` is now peer ``peer``'s: authenticate its traffic with ``key`` from here on."""
 
@@ -95,7 +115,7 @@ class LoggedIn:
     key: bytes
 
 
-Action = ToConn | ToPeer | ToServer | Lookup | LoggedIn
+Action = ToConn | ToPeer | ToServer | Lookup | LoggedIn | Claim | Release
 
 
 @dataclass(frozen=True)
@@ -165,6 +185,7 @@ class Registry:
         stun: list[tuple[str, int]],
         federated: bool = False,
         limits: Limits = Limits(),
+        directory: bool = False,
         new_key: Callable[[], str] = auth.new_key,
         new_session_id: Callable[[], str] = lambda: secrets.token_hex(8),
     ) -> None:
@@ -172,12 +193,14 @@ class Registry:
         self.stun = stun
         self.federated = federated
         self.limits = limits
+        self.directory = directory
         self._new_key = new_key
         self._new_session_id = new_session_id
         self.logins: dict[str, _Login] = {}
         self.ids_by_conn: dict[Conn, str] = {}
         self.sessions: dict[str, Session] = {}
-        self.proxied: dict[str, tuple[str, float]] = {}  # session id -> (owning server, last seen)
+        self.proxied: dict[str, tuple[str, str, float]] = {}  # session id -> (owning server, our peer, last seen)
+        self._claims: dict[Conn, tuple[str, Msg, str]] = {}  # directory mode: conn -> (peer, login, ip)
         self._pending: dict[int, tuple[str, Msg, float]] = {}
         self._next_q = 0
         self.stats: Counter[str] = Counter()
@@ -186,7 +209,8 @@ class Registry:
 
     def login(self, conn: Conn, msg: Msg, ip: str, now: float) -> list[Action]:
         """Spec steps 1-2: a ``login`` from ``conn``, whose source address ``ip`` the caller has verified
-        (a TCP connection, or a UDP login that echoed its cookie)."""
+        (a TCP connection, or a UDP login that echoed its cookie).  With a directory the login completes
+        in :meth:`claim_done`, once the directory said no other server holds the id."""
         peer = msg["id"]
         nonce = {"nonce": msg["nonce"]} if "nonce" in msg else {}
         allow = msg.get("allow")
@@ -195,13 +219,37 @@ class Registry:
             problem = "bad-id", f"peer id must be 1-{MAX_ID_LENGTH} printable characters"
         elif allow is not None and (len(allow) > MAX_ALLOW or not all(isinstance(a, str) for a in allow)):
             problem = "bad-request", f"allow must list at most {MAX_ALLOW} peer ids"
-        elif conn in self.ids_by_conn:
+        elif conn in self.ids_by_conn or conn in self._claims:
             problem = "logged-in", "this connection is already logged in"
-        elif peer in self.logins:
+        elif peer in self.logins or any(p == peer for p, _, _ in self._claims.values()):
             problem = "id-in-use", f"peer id {peer!r} is already logged in"
         if problem:
             self.stats["rejected"] += 1
             return [ToConn(conn, {**_error(*problem), **nonce})]
+        if self.directory:
+            self._claims[conn] = (peer, msg, ip)
+            return [Claim(conn, peer)]
+        return self._logged_in(conn, peer, msg, ip, now)
+
+    def claiming(self, conn: Conn) -> bool:
+        """Whether ``conn``'s login waits for the directory."""
+        return conn in self._claims
+
+    def claim_done(self, conn: Conn, peer: str, granted: bool, now: float) -> list[Action]:
+        """The directory answered the :class:`Claim` of ``peer`` for ``conn``."""
+        pending = self._claims.pop(conn, None)
+        if pending is None:  # the connection went away meanwhile
+            return [Release(peer)] if granted else []
+        _, msg, ip = pending
+        if not granted:
+            self.stats["rejected"] += 1
+            nonce = {"nonce": msg["nonce"]} if "nonce" in msg else {}
+            return [ToConn(conn, {**_error("id-in-use", f"peer id {peer!r} is logged in at another server"), **nonce})]
+        return self._logged_in(conn, peer, msg, ip, now)
+
+    def _logged_in(self, conn: Conn, peer: str, msg: Msg, ip: str, now: float) -> list[Action]:
+        nonce = {"nonce": msg["nonce"]} if "nonce" in msg else {}
+        allow = msg.get("allow")
         key = self._new_key()
         bucket = TokenBucket(self.limits.connect_burst, self.limits.connect_rate, now)
         self.logins[peer] = _Login(conn, bytes.fromhex(key), ip, None if allow is None else frozenset(allow), bucket)
@@ -229,11 +277,12 @@ class Registry:
 
     def on_disconnect(self, conn: Conn) -> list[Action]:
         """A peer's control connection went away: its sessions end, the other side is told."""
+        self._claims.pop(conn, None)
         peer = self.ids_by_conn.pop(conn, None)
         if peer is None:
             return []
         del self.logins[peer]
-        actions: list[Action] = []
+        actions: list[Action] = [Release(peer)] if self.directory else []
         for session in [s for s in self.sessions.values() if s.role_of(peer)]:
             if session.role_of(peer) in session.results:
                 continue  # it finished its side; the other side's result may still come (else: sweep)
@@ -257,7 +306,7 @@ class Registry:
                 self.stats["undeliverable"] += 1
                 return []
             if isinstance(inner.get("session"), str):
-                self.proxied[inner["session"]] = (server, now)
+                self.proxied[inner["session"]] = (server, msg["to"], now)
             return [ToPeer(msg["to"], inner)]
         if type_ == "upstream":
             try:
@@ -288,10 +337,36 @@ class Registry:
         for session in [s for s in self.sessions.values() if now - s.created > SESSION_MAX_AGE]:
             self.stats["sessions_expired"] += 1
             del self.sessions[session.id]
-        for sid in [sid for sid, (_, seen) in self.proxied.items() if now - seen > SESSION_MAX_AGE]:
+        for sid in [sid for sid, (_, _, seen) in self.proxied.items() if now - seen > SESSION_MAX_AGE]:
             del self.proxied[sid]
         for q in [q for q, (_, _, asked) in self._pending.items() if now - asked > SESSION_MAX_AGE]:
             del self._pending[q]
+
+    def remote_servers(self) -> set[str]:
+        """The other servers this server's open sessions depend on (to watch whether they are alive)."""
+        names = {p.server for s in self.sessions.values() for p in (s.a, s.b) if p.server is not None}
+        return names | {owner for owner, _, _ in self.proxied.values()}
+
+    def server_gone(self, server: str) -> list[Action]:
+        """Directory mode: ``server`` went away (its heartbeat lapsed, or another instance took its name).
+        Sessions that needed it end with ``server-gone``, so their peers start again elsewhere at once
+        rather than wait for their timeout."""
+        actions: list[Action] = []
+        for session in [s for s in self.sessions.values() if server in (s.a.server, s.b.server)]:
+            for role, other in (("A", "B"), ("B", "A")):
+                mine = session.participant(role)
+                if mine.server is None and role not in session.results:
+                    text = f"the location server of peer {session.participant(other).peer} went away"
+                    actions += self._to(session, role, _error("server-gone", text, session.id))
+            self.stats["sessions_server_gone"] += 1
+            del self.sessions[session.id]
+        for sid, (owner, peer, _) in list(self.proxied.items()):
+            if owner == server:
+                del self.proxied[sid]
+                if peer in self.logins:
+                    actions.append(ToPeer(peer, _error("server-gone", "the location server running this session went "
+                                                       "away", sid)))
+        return actions
 
     # ---- internals ---------------------------------------------------------------------------
 
