@@ -1,10 +1,11 @@
 # Benchmarks and reports (issue 6).
 #   make bench                 STUN/s vs coturn, memory with 10,000 peers, the server under abuse (reply/request
 #                              bytes per request kind, RSS under a non-reading client), lab timings; JSON + Markdown
-#   make bench BENCH_PARTS=stun,memory,abuse   only the loopback parts (no root, no lab)
+#   make bench BENCH_PARTS=stun,memory,abuse,directory   only the loopback parts (no root, no lab)
+#   make bench BENCH_PARTS=directory   logins/s, connects/s, memory per peer: 1, 2, 4 servers sharing one Redis
 #   make report RUN_DIR=runs/<id>        ladder diagrams, heatmap and summary of a scenario run
 BENCH_OUT ?= bench/results.json
-BENCH_PARTS ?= stun,memory,abuse,lab
+BENCH_PARTS ?= stun,memory,abuse,directory,lab
 BENCH_RUNS ?= 100
 RUN_DIR ?=
 

@@ -107,3 +107,24 @@ def test_lab_rows_name_variants_pairs_and_ratios():
     text = "\n".join(" | ".join(r) for r in table_rows(results))
     assert "median 5.0 ms, p99 9.0 ms" in text and "no success" in text and "0.9 s / 0.03 s" in text
     assert "1.1" in text and "0.9" in text
+
+
+def test_directory_bench_small_run_counts_logins_connects_and_redis():
+    """One server without Redis and two sharing one: every login and session counted, Redis's share seen."""
+    from lab.bench import directory
+    from lab.errors import MissingTool
+    from lab.world import redis
+
+    try:
+        redis.require()
+    except MissingTool as exc:
+        pytest.skip(str(exc))
+    r = directory.bench(servers=(2,), peers=60, pairs=6)
+    ref, two = r["configs"]
+    assert (ref["servers"], two["servers"]) == (0, 2) and not ref["directory"] and two["directory"]
+    for c in (ref, two):
+        assert c["logins"] == 60 and c["connects"] == 6 and c["login_failures"] == c["connect_failures"] == 0
+    assert two["redis_commands_per_login"] >= 1 and two["redis_commands_per_connect"] > 2  # lookups cross Redis
+    assert "redis_bytes_per_peer" not in ref
+    md = "\n".join(directory.markdown_rows(r))
+    assert "Logins/s, 2 servers sharing one Redis" in md and "Redis is the limit at" in md

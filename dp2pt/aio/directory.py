@@ -30,6 +30,7 @@ RETRY = (0.1, 2.0)  # first and largest wait before trying Redis again
 REFRESH_BATCH = 1000  # entries refreshed per pipeline
 MAX_OUTBOX = 10_000  # messages waiting for Redis; beyond, new ones are dropped (counted)
 CLOSE_WAIT = 1.0  # seconds to let the tasks end at close
+IN_FLIGHT = 8  # Redis commands (or pipelines) one server has in flight at once: each needs a connection
 
 # One key each (cluster-safe): take over an entry only if it still names the server we found dead;
 # delete an entry only if it is still ours.
@@ -78,6 +79,7 @@ class Directory:
         self._release: Any = None
         self._entry = d.entry(self.name, self.instance)
         self._subscribed = asyncio.Event()
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -165,37 +167,44 @@ class Directory:
         """Whether ``peer`` may log in here: its entry is free, ours, or names a server that is gone."""
         key = d.peer_key(peer)
         try:
-            for _ in range(3):
-                if await self._client.set(key, self._entry, nx=True, px=_ms(d.ENTRY_TTL)):
-                    return True
-                raw = await self._client.get(key)
-                held = d.parse_entry(raw)
-                if held is None:
-                    if raw is None:
-                        continue  # it expired meanwhile: try again
-                elif held == (self.name, self.instance):
-                    return True
-                elif await self._alive(*held):
-                    self._stats["directory_claims_refused"] += 1
-                    return False
-                if await self._take_over(keys=[key], args=[raw, self._entry, _ms(d.ENTRY_TTL)]):
-                    self._stats["directory_takeovers"] += 1
-                    return True
-            return False
+            async with self._in_flight:
+                return await self._claim(key)
         except Exception as exc:
             self._error("claim", exc)
             return True  # Redis is down: serve the peer here rather than no one
 
+    async def _claim(self, key: str) -> bool:
+        for _ in range(3):
+            if await self._client.set(key, self._entry, nx=True, px=_ms(d.ENTRY_TTL)):
+                return True
+            raw = await self._client.get(key)
+            held = d.parse_entry(raw)
+            if held is None:
+                if raw is None:
+                    continue  # it expired meanwhile: try again
+            elif held == (self.name, self.instance):
+                return True
+            elif await self._alive(*held):
+                self._stats["directory_claims_refused"] += 1
+                return False
+            if await self._take_over(keys=[key], args=[raw, self._entry, _ms(d.ENTRY_TTL)]):
+                self._stats["directory_takeovers"] += 1
+                return True
+        return False
+
+
     async def release(self, peer: str) -> None:
         try:
-            await self._release(keys=[d.peer_key(peer)], args=[self._entry])
+            async with self._in_flight:
+                await self._release(keys=[d.peer_key(peer)], args=[self._entry])
         except Exception as exc:
             self._error("release", exc)
 
     async def locate(self, peer: str) -> str | None:
         """The other server whose entry holds ``peer``, or None."""
         try:
-            held = d.parse_entry(await self._client.get(d.peer_key(peer)))
+            async with self._in_flight:
+                held = d.parse_entry(await self._client.get(d.peer_key(peer)))
         except Exception as exc:
             self._error("lookup", exc)
             return None
@@ -204,7 +213,8 @@ class Directory:
     async def gone(self, server: str) -> bool:
         """Whether ``server`` went away: no heartbeat, or another instance than the one we heard from."""
         try:
-            instance = await self._client.get(d.server_key(server))
+            async with self._in_flight:
+                instance = await self._client.get(d.server_key(server))
         except Exception as exc:
             self._error("heartbeat check", exc)
             return False
@@ -242,7 +252,8 @@ class Directory:
                 pipe = self._client.pipeline(transaction=False)
                 for channel, data, _ in batch:
                     pipe.spublish(channel, data)
-                counts = await pipe.execute()
+                async with self._in_flight:
+                    counts = await pipe.execute()
                 self._stats["directory_sent"] += len(batch)
             except Exception as exc:
                 self._error("publish", exc)
@@ -311,7 +322,8 @@ class Directory:
         while True:
             await asyncio.sleep(d.HEARTBEAT)
             try:
-                await self._client.set(key, self.instance, px=_ms(d.SERVER_TTL))
+                async with self._in_flight:
+                    await self._client.set(key, self.instance, px=_ms(d.SERVER_TTL))
             except Exception as exc:
                 self._error("heartbeat", exc)
 
@@ -326,13 +338,15 @@ class Directory:
                     pipe = self._client.pipeline(transaction=False)
                     for peer in batch:
                         pipe.pexpire(d.peer_key(peer), _ms(d.ENTRY_TTL))
-                    kept = await pipe.execute()
+                    async with self._in_flight:
+                        kept = await pipe.execute()
                     lost = [peer for peer, ok in zip(batch, kept) if not ok]
                     if lost:
                         pipe = self._client.pipeline(transaction=False)
                         for peer in lost:
                             pipe.set(d.peer_key(peer), self._entry, nx=True, px=_ms(d.ENTRY_TTL))
-                        await pipe.execute()
+                        async with self._in_flight:
+                            await pipe.execute()
                         self._stats["directory_entries_restored"] += len(lost)
                 except Exception as exc:
                     self._error("refresh", exc)

@@ -1,7 +1,8 @@
 """Benchmarks (``make bench``): dp2pt measured next to its reference, side by side in one run.
 
 :mod:`~lab.bench.stun` (STUN Binding answers per second and per server CPU-second vs coturn),
-:mod:`~lab.bench.memory` (server memory with many logged-in peers), :mod:`~lab.bench.labruns`
+:mod:`~lab.bench.memory` (server memory with many logged-in peers), :mod:`~lab.bench.directory`
+(logins/s, connects/s and memory per peer for 1, 2 and 4 servers sharing one Redis), :mod:`~lab.bench.labruns`
 (time to direct path and packets per success on the lab, bring-up/teardown of both backends),
 :mod:`~lab.bench.relay` (direct path vs coturn's TURN relay), :mod:`~lab.bench.bringup` (the
 bring-up budget checks of ``make bench-lab`` / ``make bench-docker``); :mod:`~lab.bench.suite` runs

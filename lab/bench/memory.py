@@ -47,7 +47,8 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-async def _login(host: str, port: int, peer: str, sem: asyncio.Semaphore, conns: list) -> bool:
+async def login(host: str, port: int, peer: str, sem: asyncio.Semaphore, conns: list) -> bool:
+    """One raw TCP login (spec steps 1-2) held open in ``conns``: True if the server said login_ok."""
     async with sem:
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), LOGIN_TIMEOUT)
@@ -64,7 +65,7 @@ async def _clients(host: str, port: int, peers: int, concurrency: int) -> None:
     conns: list = []
     t0 = time.monotonic()
     results = await asyncio.wait_for(
-        asyncio.gather(*(_login(host, port, f"bench-{i}", sem, conns) for i in range(peers))), TOTAL_TIMEOUT)
+        asyncio.gather(*(login(host, port, f"bench-{i}", sem, conns) for i in range(peers))), TOTAL_TIMEOUT)
     print(json.dumps({"event": "ready", "ok": sum(results), "failed": peers - sum(results),
                       "login_s": round(time.monotonic() - t0, 2)}), flush=True)
     # Hold the connections (the server keeps the peers logged in) until the bench closes our stdin.

@@ -69,6 +69,10 @@ def markdown(results: dict) -> str:
         from lab.bench.abuse import markdown_rows
 
         lines += markdown_rows(results["abuse"])
+    if results.get("directory"):
+        from lab.bench.directory import markdown_rows
+
+        lines += markdown_rows(results["directory"])
     for row in results.get("lab_rows", []):
         lines.append("| " + " | ".join(str(x) for x in row) + " |")
     for name, why in results.get("skipped", {}).items():
@@ -78,11 +82,12 @@ def markdown(results: dict) -> str:
 
 def run(out: Path, parts: set[str], runs: int) -> dict:
     """Run the selected parts (each failure is recorded, not fatal) and write ``out``."""
-    from lab.bench import abuse, memory, stun
+    from lab.bench import abuse, directory, memory, stun
 
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
                      "skipped": {}}
-    for part, bench in (("stun", stun.bench), ("memory", memory.bench), ("abuse", abuse.bench)):
+    for part, bench in (("stun", stun.bench), ("memory", memory.bench), ("abuse", abuse.bench),
+                        ("directory", directory.bench)):
         if part in parts:
             try:
                 results[part] = bench()
