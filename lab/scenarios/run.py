@@ -174,9 +174,12 @@ def new_run_dir(root: Path | str = "runs") -> Path:
 class Runner:
     """Runs cells one after the other on one lab; ``close()`` stops its long-lived processes."""
 
-    def __init__(self, lab: Lab, run_dir: Path, *, servers_running: bool = False) -> None:
+    def __init__(self, lab: Lab, run_dir: Path, *, servers_running: bool = False,
+                 start_servers: list[str] | None = None) -> None:
         """``servers_running``: the world's location servers already serve (the compose world starts
-        them with :func:`~lab.world.services.location_server_argv`); the runner uses them as they are."""
+        them with :func:`~lab.world.services.location_server_argv`); the runner uses them as they are.
+        ``start_servers``: start only these server nodes (a scenario adds the others later with
+        :meth:`start_server`); default all."""
         if shutil.which("dp2pt") is None:
             raise MissingTool("dp2pt: command not found (pip install -e . in the repository)")
         self.lab = lab
@@ -191,6 +194,7 @@ class Runner:
         self.services: dict[str, subprocess.Popen] = {}  # "rendezvous", "turn": started when a cell needs them
         self.agents: dict[str, traffic.TrafficAgent] = {}
         self.servers_running = servers_running
+        self.start_servers = self.servers if start_servers is None else list(start_servers)
         self._serial = 0
         self._started = False
 
@@ -209,30 +213,57 @@ class Runner:
 
     def _start(self) -> "Runner":
         topo = self.lab.topology
+        if not self.servers_running:
+            for node in topo.by_role("directory")[:1]:
+                self._directory(node)
         for name in self.servers:
             if self.servers_running:
                 self.server_info[name] = services.location_server_addresses(topo, name)
-            else:
-                self.server_procs[name] = self.lab.popen(name, services.location_server_argv(topo, name))
+            elif name in self.start_servers:
+                self.server_procs[name] = self.lab.popen(name, services.location_server_argv(topo, name),
+                                                         env=services.location_server_env(topo))
         for name, proc in self.server_procs.items():
-            try:
-                line = wait_for_line(proc, lambda l: '"ready"' in l, 5.0)
-            except TimeoutError:
-                try:
-                    proc.wait(timeout=1.0)  # it closed its output: let it exit, then read why
-                except subprocess.TimeoutExpired:
-                    pass
-                err = proc.stderr.read() if proc.poll() is not None else ""
-                if "in use" in err.lower():
-                    from lab.errors import PortInUse
-
-                    raise PortInUse(f"location server on {name}: port already in use") from None
-                raise ScenarioError(f"location server on {name} did not start: {err.strip()[-300:]}") from None
-            self.server_info[name] = json.loads(line)
+            self.server_info[name] = self._ready(name, proc)
         for noise in topo.by_role("noise"):
             self.agents[noise] = traffic.TrafficAgent(self.lab, noise).start()
         self._started = True
         return self
+
+    def start_server(self, name: str) -> dict:
+        """Start the location server of node ``name`` now (a server added to a running service); returns
+        its ready line."""
+        topo = self.lab.topology
+        proc = self.lab.popen(name, services.location_server_argv(topo, name), env=services.location_server_env(topo))
+        self.server_procs[name] = proc
+        self.server_info[name] = self._ready(name, proc)
+        return self.server_info[name]
+
+    def _directory(self, node: str) -> None:
+        """Start the Redis the location servers share (a topology's ``directory`` node)."""
+        proc = self.lab.popen(node, services.directory_argv(self.lab.topology, node))
+        self.services["directory"] = proc  # stopped after the servers
+        try:
+            wait_for_line(proc, lambda l: services.DIRECTORY_READY in l, READY_TIMEOUT)
+        except TimeoutError:
+            err = proc.stderr.read() if proc.poll() is not None else ""
+            raise ScenarioError(f"redis-server on {node} did not start: {err.strip()[-300:]}") from None
+
+    def _ready(self, name: str, proc: subprocess.Popen) -> dict:
+        """The ready line of the location server ``proc`` on node ``name``."""
+        try:
+            line = wait_for_line(proc, lambda l: '"ready"' in l, READY_TIMEOUT)
+        except TimeoutError:
+            try:
+                proc.wait(timeout=1.0)  # it closed its output: let it exit, then read why
+            except subprocess.TimeoutExpired:
+                pass
+            err = proc.stderr.read() if proc.poll() is not None else ""
+            if "in use" in err.lower():
+                from lab.errors import PortInUse
+
+                raise PortInUse(f"location server on {name}: port already in use") from None
+            raise ScenarioError(f"location server on {name} did not start: {err.strip()[-300:]}") from None
+        return json.loads(line)
 
     def _service(self, name: str) -> None:
         """Start the rendezvous or coturn on the first server node, once per session."""

@@ -2,13 +2,16 @@
 
 One definition for every way a world comes up: the scenario runner starts servers with it, the
 compose world's server containers run it at start, so both serve on the same addresses and ports,
-and a topology with several servers is always a federation (spec FIG. 4, steps 7-1 and 13-1).
+and a topology with several servers is always a federation (spec FIG. 4, steps 7-1 and 13-1):
+linked to each other, or, when the topology has a ``directory`` node, sharing the Redis on it
+(``dp2pt server --directory``; the lab's Redis password and directory secret are fixed, lab-only).
 The signalling rendezvous (:mod:`lab.agents.rendezvous`) and the TURN server (coturn, the relay
 baseline of ICE and of the bench) run on the first server node when something needs them.
 """
 
 from __future__ import annotations
 
+from lab.world import redis
 from lab.world.topology import Topology
 
 #: TCP control (spec steps 1-2, 7-8, 13-14); STUN and UDP control on STUN_PORT, STUN also on STUN_PORT + 1.
@@ -17,6 +20,12 @@ STUN_PORT = 3478
 ALT_STUN_PORT = STUN_PORT + 1
 #: dp2pt's RFC 5780 server on a node with two public addresses (the sink), next to coturn's on 3478/3479.
 RFC5780_PORT = 3490
+#: The directory node's Redis, and what the lab's servers share with it (a lab is not a secret place).
+DIRECTORY_PORT = redis.REDIS_PORT
+DIRECTORY_PASSWORD = "dp2pt-lab-directory"
+DIRECTORY_SECRET = "dp2pt lab directory secret: lab traffic only"
+#: redis-server's log line once it serves.
+DIRECTORY_READY = "Ready to accept connections"
 #: The agents' signalling rendezvous (TCP).
 RENDEZVOUS_PORT = 7010
 #: coturn next to the location server (which holds 3478/3479), long-term credentials.
@@ -31,13 +40,29 @@ TURN_READY = "Total General servers"
 
 
 def location_server_argv(topo: Topology, server: str) -> list[str]:
-    """``dp2pt server`` for ``server``, federated with every other server node of ``topo``."""
+    """``dp2pt server`` for ``server``: sharing the topology's directory if it has one, else federated
+    with every other server node (its secret comes from :func:`location_server_env`)."""
     ip = topo.address(server)
     argv = ["dp2pt", "server", "--tcp", f"{ip}:{CONTROL_PORT}", "--udp", f"{ip}:{STUN_PORT}", "--name", server]
+    directories = topo.by_role("directory")
+    if directories:
+        ip = topo.address(directories[0])
+        return argv + ["--directory", f"redis://:{DIRECTORY_PASSWORD}@{ip}:{DIRECTORY_PORT}"]
     for other in topo.by_role("server"):
         if other != server:
             argv += ["--peer-server", f"{topo.address(other)}:{CONTROL_PORT}"]
     return argv
+
+
+def location_server_env(topo: Topology) -> dict[str, str] | None:
+    """What a location server's environment needs besides its command line: the directory secret (None:
+    nothing, the node's environment as it is)."""
+    return {"DP2PT_DIRECTORY_SECRET": DIRECTORY_SECRET} if topo.by_role("directory") else None
+
+
+def directory_argv(topo: Topology, node: str) -> list[str]:
+    """``redis-server`` on a directory node: its public address only, password required, nothing on disk."""
+    return redis.redis_argv(topo.address(node), DIRECTORY_PORT, password=DIRECTORY_PASSWORD)
 
 
 def location_server_addresses(topo: Topology, server: str) -> dict[str, list]:

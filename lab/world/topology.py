@@ -8,7 +8,8 @@ A topology is the spec's FIG. 1 (or FIG. 4) drawn as data:
 * *nodes* — hosts with a role: ``server`` (location server 20/22/24), ``sink`` (a public host that
   receives cut-in traffic and runs the RFC 5780 STUN server), ``router`` (NAT-based router 14/18:
   one public link = WAN, one lan link = LAN), ``peer`` (points A and B), ``noise`` (the "users of
-  another virtual IP" who cut in).
+  another virtual IP" who cut in), ``directory`` (the Redis that location servers share instead of
+  linking to each other: ``dp2pt server --directory``).
 
 Routes are explicit and computed here (:meth:`Topology.routes`): public hosts and routers know the
 public subnets as on-link (they share one bridge) and *nothing else*; LAN hosts have a default
@@ -31,7 +32,7 @@ from lab.world.links import Conditions, Regions, parse_conditions, parse_regions
 TOPOLOGY_DIR = Path(__file__).parent / "topologies"
 DEFAULT_TOPOLOGY = "fig1"
 
-ROLES = ("server", "sink", "router", "peer", "noise")
+ROLES = ("server", "sink", "router", "peer", "noise", "directory")
 SEGMENT_KINDS = ("public", "lan")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")  # short: node names end up in interface names
 
@@ -347,7 +348,7 @@ def _check_role_links(node: Node, segments: dict[str, Segment]) -> None:
     if node.role == "router":
         if sorted(kinds) != ["lan", "public"]:
             raise ConfigError(f"router {node.name!r}: needs exactly one public link (WAN) and one lan link")
-    elif node.role in ("server", "sink"):
+    elif node.role in ("server", "sink", "directory"):
         if kinds != ["public"]:
             raise ConfigError(f"{node.role} {node.name!r}: must sit on the public segment only")
     else:
