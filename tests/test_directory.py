@@ -3,6 +3,7 @@ logged in at any other, ids are unique across them, a dead server's peers log in
 Redis carries cannot be forged or replayed."""
 
 import asyncio
+import collections
 import json
 import time
 from contextlib import ExitStack, contextmanager
@@ -197,29 +198,54 @@ def server_processes(url, tmp_path, names):
 
 
 def test_a_dead_servers_peers_log_in_elsewhere_and_are_reachable_again(redis_url, tmp_path):
+    """k0 holds A1 and A2 and is killed (SIGKILL): both are logged in elsewhere, and reached there,
+    within BACK_IN seconds."""
     with server_processes(redis_url, tmp_path, ["k0", "k1", "k2"]) as servers:
         (p0, t0), (_, t1), (_, t2) = servers["k0"], servers["k1"], servers["k2"]
 
         async def main():
-            back = asyncio.Event()
-            a = Peer(PeerConfig(id="A", server=t0, more_servers=[t1, t2], retry=10.0, timeout=5.0, punch_timeout=1.0),
-                     on_login=lambda addr: addr != t0 and back.set())
-            async with a, peer("B", t2, t1):
-                assert a.server == t0
-                listening = asyncio.ensure_future(a.listen(lambda r: None, sessions=1))
-                p0.kill()  # no goodbye: its heartbeat and A's entry just stop being refreshed
+            moved = {pid: asyncio.Event() for pid in ("A1", "A2")}
+            listeners = [Peer(PeerConfig(id=pid, server=t0, more_servers=[t1, t2], retry=10.0, timeout=5.0,
+                                         punch_timeout=1.0),
+                              on_login=lambda addr, e=moved[pid]: addr != t0 and e.set()) for pid in moved]
+            for a in listeners:
+                await a.login()
+            try:
+                assert all(a.server == t0 for a in listeners)
+                listening = [asyncio.ensure_future(a.listen(lambda r: None, sessions=1)) for a in listeners]
+                p0.kill()  # no goodbye: its heartbeat and its peers' entries just stop being refreshed
                 killed = time.monotonic()
-                await asyncio.wait_for(back.wait(), BACK_IN)
+                await asyncio.wait_for(asyncio.gather(*(e.wait() for e in moved.values())), BACK_IN)
                 logged_in = time.monotonic() - killed
                 async with peer("C", t2) as c:
-                    result = await c.connect("A")
+                    results = [await c.connect(pid) for pid in moved]
                 reachable = time.monotonic() - killed
-                await asyncio.wait_for(listening, 5)
-                return a.server, logged_in, reachable, result
+                await asyncio.wait_for(asyncio.gather(*listening), 5)
+                return [a.server for a in listeners], logged_in, reachable, results
+            finally:
+                for a in listeners:
+                    await a.close()
 
-        server, logged_in, reachable, result = asyncio.run(main())
-    assert server in (t1, t2) and result["ok"] and result["direct"]
+        where, logged_in, reachable, results = asyncio.run(main())
+    assert all(server in (t1, t2) for server in where)
+    assert all(r["ok"] and r["direct"] for r in results)
     assert logged_in < BACK_IN and reachable < BACK_IN, (logged_in, reachable)
+
+
+def test_a_directory_that_does_not_answer_is_a_clear_error(redis_url):
+    from dp2pt.aio.directory import Directory
+    from dp2pt.errors import DirectoryUnavailable
+
+    async def main():
+        with redis.loopback(password="right") as url:
+            wrong = url.replace(":right@", ":wrong@")
+            directory = Directory(wrong, "z0", SECRET, lambda *a: None, collections.Counter())
+            with pytest.raises(DirectoryUnavailable) as err:
+                await directory.start(lambda: [], timeout=0.5)
+        return str(err.value)
+
+    text = asyncio.run(main())
+    assert "cannot reach the directory redis://:***@127.0.0.1" in text and "wrong" not in text
 
 
 @pytest.mark.parametrize("kill", ["B's server (the session's owner)", "A's server"])

@@ -80,6 +80,7 @@ class Directory:
         self._entry = d.entry(self.name, self.instance)
         self._subscribed = asyncio.Event()
         self._in_flight = asyncio.Semaphore(IN_FLIGHT)
+        self._closing = False
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -148,6 +149,7 @@ class Directory:
             await asyncio.sleep(d.HEARTBEAT / 2)
 
     async def close(self) -> None:
+        self._closing = True
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -194,6 +196,8 @@ class Directory:
 
 
     async def release(self, peer: str) -> None:
+        if self._closing:
+            return  # our heartbeat goes with us: the entries are stale at once, nobody waits for them
         try:
             async with self._in_flight:
                 await self._release(keys=[d.peer_key(peer)], args=[self._entry])
@@ -245,6 +249,7 @@ class Directory:
     async def _send_loop(self) -> None:
         """Publish everything queued, in order, one pipeline per batch."""
         while True:
+            _go_on()
             batch = [await self._outbox.get()]
             while not self._outbox.empty() and len(batch) < REFRESH_BATCH:
                 batch.append(self._outbox.get_nowait())
@@ -271,6 +276,7 @@ class Directory:
         channel = d.inbox(self.name)
         delay = RETRY[0]
         while True:
+            _go_on()
             conn = pubsub = None
             try:
                 if self.cluster:
@@ -320,6 +326,7 @@ class Directory:
     async def _heartbeat(self) -> None:
         key = d.server_key(self.name)
         while True:
+            _go_on()
             await asyncio.sleep(d.HEARTBEAT)
             try:
                 async with self._in_flight:
@@ -330,6 +337,7 @@ class Directory:
     async def _refresh(self, logins: Callable[[], Iterable[str]]) -> None:
         """Keep our peers' entries alive; put back the ones that expired (Redis restarted or was away)."""
         while True:
+            _go_on()
             await asyncio.sleep(d.REFRESH)
             peers = list(logins())
             for i in range(0, len(peers), REFRESH_BATCH):
@@ -352,13 +360,18 @@ class Directory:
                     self._error("refresh", exc)
 
     def _error(self, what: str, exc: BaseException) -> None:
-        """Count and log a failed Redis command.  The client may turn our own cancellation into an
-        error of its own: then the cancellation goes on."""
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError
+        """Count and log a failed Redis command (unless it failed because we are being cancelled)."""
+        _go_on()
         self._stats["directory_errors"] += 1
         log.warning("directory %s failed: %s", what, _reason(exc))
+
+
+def _go_on() -> None:
+    """Raise CancelledError if this task was cancelled: the Redis client may swallow a cancellation
+    (or turn it into an error of its own), and a loop must not go on waiting after it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _node_url(url: str, host: str, port: int) -> str:

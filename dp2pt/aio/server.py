@@ -180,6 +180,7 @@ class LocationServer:
         self._tcp_admission = Admission(config.conn_cap(), config.max_conns_per_ip)
         self._udp_admission = Admission(MAX_UDP_LINKS, config.max_conns_per_ip)
         self._links: dict[str, _TcpConn] = {}
+        self._conns: set[_TcpConn] = set()  # every TCP connection being served (closed with the server)
         self._lookups: dict[int, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.addresses: dict[str, Address] = {}
@@ -295,8 +296,8 @@ class LocationServer:
         for server in self._servers:
             server.close()
         self._close_udp()
-        for link in list(self._links.values()):
-            link.writer.close()
+        for conn in list(self._conns):  # peers learn at once that this server is gone
+            conn.writer.transport.abort()
         if self.directory is not None:
             await self.directory.close()
         for server in self._servers:
@@ -417,6 +418,7 @@ class LocationServer:
             self.stats["refused_connections"] += 1
             writer.transport.abort()
             return
+        self._conns.add(conn)
         try:
             await self._serve_link(conn, reader, outbound=False)
         except asyncio.CancelledError:
@@ -424,6 +426,7 @@ class LocationServer:
         except Exception as exc:  # never an "Unhandled exception in client_connected_cb"
             self._internal_error(f"connection {conn}", exc)
         finally:
+            self._conns.discard(conn)
             self._tcp_admission.release(conn)
             writer.close()
 
@@ -440,11 +443,13 @@ class LocationServer:
             delay = FEDERATION_RETRY[0]
             conn = _TcpConn(writer, self.stats, self.clock)
             conn.send(messages.make("hello", server=self.config.name))
+            self._conns.add(conn)
             try:
                 await self._serve_link(conn, reader, outbound=True)
             except Exception as exc:
                 self._internal_error(f"federation link {conn}", exc)
             finally:
+                self._conns.discard(conn)
                 writer.close()
             await asyncio.sleep(delay)
 
