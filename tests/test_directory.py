@@ -281,3 +281,25 @@ def test_a_session_in_flight_when_a_server_dies_completes_through_another(redis_
     check_direct(a_result, b_result)
     assert tuple(b_result["server"] if kill.startswith("B") else a_result["server"]) == tc
     assert took < BACK_IN + 5.0  # one session's worth after the peers are back
+
+
+def test_udp_logins_claim_their_ids_too(redis_url):
+    """Over UDP control (cookie, then login) the claim works the same: a pair across servers goes
+    direct, and a second login of a held id is refused without leaving an association behind."""
+    async def main():
+        async with directory_servers(redis_url, 2, names=["p0", "p1"]) as (s0, s1):
+            udp = lambda pid, s: Peer(PeerConfig(id=pid, server=s.addresses["udp"], udp_control=True, retry=0.0,  # noqa: E731
+                                                 timeout=5.0, punch_timeout=1.0))
+            async with udp("A", s0) as a, udp("B", s1) as b:
+                with pytest.raises(LoginRefused, match="another server"):
+                    async with udp("A", s1):
+                        pass
+                heard = []
+                listening = asyncio.ensure_future(a.listen(heard.append, sessions=1))
+                result = await b.connect("A")
+                await asyncio.wait_for(listening, 5)
+                return heard[0], result, len(s1._udp_conns)
+
+    result_a, result_b, associations = asyncio.run(main())
+    check_direct(result_a, result_b)
+    assert associations == 1  # B's; the refused login kept nothing
