@@ -22,3 +22,24 @@ def test_another_process_under_the_same_pid_is_not_the_one_started():
     me = os.getpid()
     assert process_alive(me)
     assert not process_alive(me, process_start_time(me) + 1)
+
+
+def test_popen_env_adds_to_the_environment_of_a_netns_node(tmp_path):
+    """``env={}`` or extra variables never take PATH away (the backends' contract: env adds)."""
+    import pytest
+
+    from lab.world import backends, topology
+
+    try:
+        backend = backends.get("netns")
+        backend.check()
+    except Exception as exc:  # noqa: BLE001 - any reason the lab cannot run here is a skip
+        pytest.skip(f"netns lab unavailable: {exc}")
+    lab = backend.up(topology.load("fig1"))
+    try:
+        for env in ({}, {"LAB_X": "1"}):
+            proc = lab.popen("a", ["sh", "-c", "echo $PATH $LAB_X"], env=env)
+            out, _ = proc.communicate(timeout=10)
+            assert "/bin" in out and out.strip().endswith("1") == bool(env)
+    finally:
+        lab.down()

@@ -227,8 +227,8 @@ class NetnsLab(Lab):
             raise UnknownNode(f"node {node!r} has no link on segment {segment!r}") from None
 
     def _spawn(self, node: str, argv: Sequence[str], **kw) -> subprocess.Popen:
-        if kw.get("env"):
-            kw["env"] = {**os.environ, **kw["env"]}  # nodes share the host's environment; these are additions
+        # Nodes share the host's environment; ``env`` only adds to it (an empty one must not empty it).
+        kw["env"] = {**os.environ, **(kw.get("env") or {})}
         return self._spawn_in(self.node_ns(node), argv, **kw)
 
     def wire(self, node: str, segment: str) -> Wire:
