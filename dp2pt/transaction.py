@@ -33,9 +33,10 @@ class StunClient:
         return True
 
     async def request(
-        self, message: Message, addr: tuple[str, int], rto: float = RTO, max_tries: int = MAX_TRIES
+        self, message: Message, addr: tuple[str, int], rto: float = RTO, max_tries: int = MAX_TRIES,
+        max_rto: float | None = None,
     ) -> Message:
-        """Send ``message`` to ``addr`` until answered.
+        """Send ``message`` to ``addr`` until answered, the gap doubling from ``rto`` (up to ``max_rto``).
 
         Raises:
             TransactionTimeout: no answer after ``max_tries`` sends.
@@ -50,7 +51,7 @@ class StunClient:
                 try:
                     return await asyncio.wait_for(asyncio.shield(future), rto)
                 except asyncio.TimeoutError:
-                    rto *= 2
+                    rto = rto * 2 if max_rto is None else min(rto * 2, max_rto)
             raise TransactionTimeout(f"no STUN answer from {addr[0]}:{addr[1]} after {max_tries} tries")
         finally:
             del self._waiting[message.transaction_id]

@@ -38,7 +38,7 @@ from dp2pt.errors import (
     TraversalTimeout,
     UnknownPeer,
 )
-from dp2pt.proto import auth, datagram, messages, stun
+from dp2pt.proto import auth, datagram, messages, retransmit, stun
 from dp2pt.proto.direct import DirectPath
 from dp2pt.proto.nat_test import (filtering_behaviour, mapping_behaviour, probe_count, punch_plan,
                                   report_from_probes)
@@ -46,6 +46,9 @@ from dp2pt.proto.schedules import get_schedule, punch_count, punch_ports
 from dp2pt.transaction import StunClient
 
 log = logging.getLogger("dp2pt.peer")
+
+#: Sends of one STUN probe at most (gaps capped at 4 RTOs: 10 sends span 6.2 s at the default RTO).
+PROBE_TRIES = 10
 
 Address = tuple[str, int]
 Msg = dict[str, Any]
@@ -71,10 +74,9 @@ class PeerConfig:
     timeout: float = 10.0  # the whole session, from pairing to the last data datagram
     punch_timeout: float = 2.0  # after punching, how long to wait for the other side's datagram
     count: int = 5  # data datagrams each way over the direct path
-    rto: float = 0.2  # STUN initial retransmission timeout
+    rto: float = 0.2  # initial retransmission timeout of probes, punch bursts and data
     probe_burst: bool = False  # send probe 2 without waiting for probe 1's answer (not the spec's order)
     discover_nat: bool = False  # classify the NAT (RFC 5780, needs a server with a second address); see nat_test
-    punch_retries: int = 2  # extra rounds of the same punch burst, after rto, then 2·rto more
     keepalive: float = 15.0
     allow: list[str] | None = None  # listener: only these peer ids may connect (None: anyone)
     concurrent: int = 8  # listener: sessions served at once; more are declined
@@ -669,7 +671,10 @@ class _SessionRun:
     async def _probe(self, server: Address, label: str) -> Any:
         assert self.sock is not None
         try:
-            response = await self.sock.stun.request(stun.binding_request(), server, rto=self.cfg.rto)
+            # Capped gaps (not RFC 8489's plain doubling): a probe a lossy link lost costs ~1 s, not 6.
+            response = await self.sock.stun.request(stun.binding_request(), server, rto=self.cfg.rto,
+                                                    max_tries=PROBE_TRIES,
+                                                    max_rto=retransmit.MAX_RTO_FACTOR * self.cfg.rto)
         except TransactionTimeout as exc:
             raise TraversalTimeout(f"NAT test: {exc}") from None
         self._mark(label)
@@ -724,13 +729,15 @@ class _SessionRun:
         remote_ip = self.result["remote"]["ip"]
         ports = self.result["punch_ports"]
         path = self.path
-        deadline = self.peer.clock() + self.cfg.punch_timeout
-        # Both sides repeat their burst (same destinations: no new NAT mapping) so that a punch the
-        # far NAT dropped before its own side punched (step 15 on an address-restricted NAT) gets
-        # a second chance once the far side has opened its filter.
-        retries = self.cfg.punch_retries
-        retry_every = self.cfg.rto
-        next_retry = self.peer.clock() + retry_every
+        start = self.peer.clock()
+        deadline = start + self.cfg.punch_timeout
+        # Both sides repeat their burst (same destinations: no new NAT mapping) until the path is up:
+        # a punch the far NAT dropped before its own side punched (step 15 on an address-restricted
+        # NAT) gets a second chance once the far side has opened its filter, and a punch a lossy link
+        # lost is sent again.
+        repeats = retransmit.repeat_times(self.cfg.rto, retransmit.MAX_RTO_FACTOR * self.cfg.rto,
+                                           self.cfg.punch_timeout)
+        round_ = 0
         data_done_by: float | None = None
         while True:
             now = self.peer.clock()
@@ -745,12 +752,10 @@ class _SessionRun:
                     raise TraversalFailed(
                         f"no direct datagram from {self.result['peer']} within {self.cfg.punch_timeout:g}s of punching"
                     )
-                if retries and now >= next_retry:
-                    self._burst(remote_ip, ports, self.cfg.punch_retries - retries + 1)
-                    retries -= 1
-                    retry_every *= 2
-                    next_retry = now + retry_every
-                wait = min(deadline, next_retry) - now if retries else deadline - now
+                if round_ < len(repeats) and now >= start + repeats[round_]:
+                    round_ += 1
+                    self._burst(remote_ip, ports, round_)
+                wait = min(deadline, start + repeats[round_] if round_ < len(repeats) else deadline) - now
             try:
                 data, addr = await asyncio.wait_for(self.sock.direct.get(), max(wait, 0.001))
             except asyncio.TimeoutError:
@@ -759,6 +764,9 @@ class _SessionRun:
             answers = path.receive(data, addr, self.peer.clock())
             if path.direct and not was_direct:
                 self._direct_up()
+            if path.direct:
+                # Patience counts from the last datagram that came in: on a lossy link the other side
+                # may come up (and start its data) seconds after us, and it is still sending.
                 data_done_by = self.peer.clock() + self.cfg.punch_timeout
             self._send(answers)
             self.result["data_received"] = len(path.received)

@@ -16,10 +16,10 @@ from typing import Callable
 from dp2pt.errors import RemoteProtocolError
 from dp2pt.proto import datagram
 from dp2pt.proto.datagram import Datagram, Kind
-from dp2pt.proto.retransmit import Resender
+from dp2pt.proto.retransmit import MAX_RTO_FACTOR, Resender
 
 DATA_RTO = 0.2  # seconds before the first resend of an unacknowledged data datagram
-DATA_TRIES = 6  # sends of one data datagram at most
+DATA_TRIES = 8  # sends of one data datagram at most (capped gaps: all within 4.6 s at the default RTO)
 
 Address = tuple[str, int]
 Send = tuple[bytes, Address]
@@ -44,7 +44,7 @@ class DirectPath:
         self.sent = 0
         self.stats = {"malformed": 0, "other_session": 0, "forged": 0, "replayed": 0}
         self._seen: set[tuple[int, int, int]] = set()
-        self._unacked: Resender[int] = Resender(rto, tries)
+        self._unacked: Resender[int] = Resender(rto, tries, max_rto=MAX_RTO_FACTOR * rto)
 
     @property
     def direct(self) -> bool:

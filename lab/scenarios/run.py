@@ -48,7 +48,7 @@ PATH_OF = {"direct": "direct", "relayed": "relayed", "failed": "none"}
 SESSION_RTTS = 25
 PUNCH_RTTS = 6
 LOSSY_SESSION_EXTRA = 20.0
-LOSSY_PUNCH_EXTRA = 3.0
+LOSSY_PUNCH_EXTRA = 6.0
 #: A cell whose cut-ins missed their window (the agent fired too late) is re-run at most this often.
 MAX_ATTEMPTS = 3
 PEER_EXIT_GRACE = 8.0
@@ -414,7 +414,7 @@ class Runner:
             proc_a = lab.popen(peer_a, argv_a, env=env_a)
             if kind.ready:
                 try:
-                    wait_for_line(proc_a, lambda l: kind.ready in l, READY_TIMEOUT)
+                    wait_for_line(proc_a, lambda l: kind.ready in l, max(READY_TIMEOUT, session_timeout))
                 except TimeoutError:
                     lab.stop(proc_a)
                     raise ScenarioError(f"{cell.agent} on A did not get ready: "
