@@ -43,3 +43,33 @@ def test_from_results_refuses_missing_marks(pairs):
 def test_negative_durations_are_refused(kw):
     with pytest.raises(ConfigError):
         Timeline(**kw)
+
+
+def test_link_delays_add_to_each_step_what_its_messages_travel():
+    base = Timeline(probe_spacing_ms=0, a_probe2_to_b_probe1_ms=0, b_probe2_to_punch_ms=0, b_to_a_burst_ms=0,
+                    burst_gap_ms=0, wan_latency_ms=0)
+    r = 10.0  # one way between each peer and the server: a 20 ms server round trip
+    t = Timeline.from_delays(r, r, 7.0, base=base)
+    assert t.a_probe2 == 2 * r  # probe 1's round trip
+    assert t.b_probe1 == 2 * r + 3 * r + r  # probe 2's round trip, A's report, relayed to B
+    assert t.b_probe2 - t.b_probe1 == 2 * r
+    assert t.b_punch(0) == t.b_probe2 + 4 * r  # probe 2's answer, report, the server's punch order
+    assert t.a_punch(0) == t.b_punch(0) + 2 * r  # B's punched, the server's order to A
+    assert t.a_punch(0) == 7 * 2 * r  # seven server round trips from A's first probe: sequential
+    assert t.wan_latency_ms == 7.0
+
+
+def test_fig4_relays_cross_the_servers_link_and_each_peer_probes_its_own_server():
+    t = Timeline.from_delays(1.0, 3.0, 50.0, servers_ms=40.0, base=Timeline(probe_spacing_ms=0,
+                             a_probe2_to_b_probe1_ms=0, b_probe2_to_punch_ms=0, b_to_a_burst_ms=0))
+    assert t.probe_spacing_ms == 2.0 and t.b_spacing_ms == 6.0
+    assert t.b_probe1 - t.a_probe2 == 3 * 1.0 + 40.0 + 3.0
+    assert t.a_punch(0) - t.b_punch(0) == 3.0 + 40.0 + 1.0
+    with pytest.raises(ConfigError):
+        Timeline.from_delays(-1.0, 0, 0)
+
+
+def test_the_simplified_protocol_reports_after_its_only_probe():
+    t = Timeline.from_delays(10.0, 10.0, 5.0, probes=1)
+    assert t.probe_spacing_ms == 0 and t.b_spacing_ms == 0
+    assert t.a_punch(0) == pytest.approx(Timeline.from_delays(10.0, 10.0, 5.0).a_punch(0) - 2 * 20.0 - 2 * 0.41)

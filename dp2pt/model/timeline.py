@@ -8,8 +8,10 @@ its own report: "the time difference between step 5 and step 16 on account of th
 of step 11 and step 15 on account of the B".
 
 The defaults are the means of the peers' ``timeline_ms`` (docs/CONTRACT.md) over 800 improved-protocol
-runs with k = 6 on the netns lab with Poisson cut-in agents running (``dp2pt-lab study improved``);
-:meth:`Timeline.from_results` derives them from result lines.
+runs with k = 6 on the netns lab with Poisson cut-in agents running (``dp2pt-lab study improved``):
+the processing time of the protocol on instant links. :meth:`Timeline.from_results` derives them
+from result lines; :meth:`Timeline.from_delays` adds what links take (one-way delays between A, B
+and their servers), message by message, so the model has the clock of a real network.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Timeline:
         repeats_ms: when each side sends its burst again, after its first (the peer's rto, then
             doubling): same destinations, so no new mapping, but a punch the far NAT dropped before
             its own side punched (an address-restricted filter) gets a second chance.
+        b_probe_spacing_ms: B's probe spacing when it differs from A's (B farther from its server).
     """
 
     probe_spacing_ms: float = 0.41
@@ -45,9 +48,12 @@ class Timeline:
     burst_gap_ms: float = 0.02
     wan_latency_ms: float = 0.05
     repeats_ms: tuple[float, ...] = (200.0, 600.0)
+    b_probe_spacing_ms: float | None = None
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
+            if value is None:
+                continue
             if min(value, default=0) < 0 if isinstance(value, tuple) else value < 0:
                 raise ConfigError(f"timeline {name} must not be negative, got {value}")
 
@@ -67,9 +73,14 @@ class Timeline:
         return self.a_probe2 + self.a_probe2_to_b_probe1_ms
 
     @property
+    def b_spacing_ms(self) -> float:
+        """From B's first probe to its second (steps 9→11)."""
+        return self.probe_spacing_ms if self.b_probe_spacing_ms is None else self.b_probe_spacing_ms
+
+    @property
     def b_probe2(self) -> float:
         """Step 11."""
-        return self.b_probe1 + self.probe_spacing_ms
+        return self.b_probe1 + self.b_spacing_ms
 
     def b_punch(self, j: int) -> float:
         """Step 15: B's j-th punch (0-based)."""
@@ -88,6 +99,40 @@ class Timeline:
     def b_window_ms(self) -> float:
         """Steps 11→15: how long a cut-in on B's NAT can shift B's first punch."""
         return self.b_punch(0) - self.b_probe2
+
+    @classmethod
+    def from_delays(
+        cls, a_server_ms: float, b_server_ms: float, a_b_ms: float, servers_ms: float = 0.0,
+        base: "Timeline | None" = None, probes: int = 2,
+    ) -> Timeline:
+        """The exchange's timing on links with these one-way delays (ms), on top of ``base``'s
+        processing (the instant lab's defaults): A to its server, B to its server, A's NAT to B's,
+        and between the two servers (FIG. 4; 0 with one server). ``probes``: 1 for the simplified
+        protocol (its report follows its only probe: no spacing).
+
+        Each step waits for the messages before it (spec FIG. 2): probe 1's answer (a round trip to
+        the server) before probe 2; probe 2's answer, A's report, its relay to B (through both
+        servers in FIG. 4) before B's first probe; B's probe 2's answer, its report and the server's
+        punch order before B's burst; B's ``punched`` and the server's order to A before A's burst.
+
+        Raises:
+            ConfigError: a negative delay.
+        """
+        if min(a_server_ms, b_server_ms, a_b_ms, servers_ms) < 0:
+            raise ConfigError("one-way delays must not be negative")
+        base = base or cls()
+        da, db, ds = a_server_ms, b_server_ms, servers_ms
+        second = 1.0 if probes >= 2 else 0.0
+        return cls(
+            probe_spacing_ms=second * (base.probe_spacing_ms + 2 * da),
+            a_probe2_to_b_probe1_ms=base.a_probe2_to_b_probe1_ms + 3 * da + ds + db,
+            b_probe2_to_punch_ms=base.b_probe2_to_punch_ms + 4 * db,
+            b_probe_spacing_ms=second * (base.b_spacing_ms + 2 * db),
+            b_to_a_burst_ms=base.b_to_a_burst_ms + db + ds + da,
+            burst_gap_ms=base.burst_gap_ms,
+            wan_latency_ms=base.wan_latency_ms + a_b_ms,
+            repeats_ms=base.repeats_ms,
+        )
 
     @classmethod
     def from_results(

@@ -328,7 +328,8 @@ class Runner:
         (result.dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
         return result
 
-    def _servers_for(self, cell: Cell) -> tuple[str, str]:
+    def servers_for(self, cell: Cell) -> tuple[str, str]:
+        """The location servers of A and B in ``cell``: two for the distributed variant (FIG. 4), else one."""
         if cell.variant == "distributed":
             if len(self.servers) < 2:
                 raise ConfigError("the distributed variant needs a topology with two location servers (fig4)")
@@ -385,7 +386,7 @@ class Runner:
         cdir.mkdir(parents=True, exist_ok=True)
         peer_a, peer_b = topo.by_role("peer")[:2]
         nat_a, nat_b = topo.router_of(peer_a), topo.router_of(peer_b)
-        srv_a, srv_b = self._servers_for(cell)
+        srv_a, srv_b = self.servers_for(cell)
         if cell.agent != "dp2pt":
             self._service("rendezvous")
         if cell.turn:

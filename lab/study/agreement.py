@@ -69,15 +69,17 @@ def replay_arrivals(order: tuple[str | None, ...], flow_times: list[float]) -> t
             times.append(flow_times[seen] - 1e-6)
     return tuple(times)
 
-def replay_prediction(outcome: LabOutcome, schedule: str, k: int, profile: str = LAB_PROFILE) -> bool | None:
-    """The model's outcome of one lab run replayed with the run's own timing and cut-in order.
+def replay_prediction(outcome: LabOutcome, schedule: str, k: int, profile: str = LAB_PROFILE,
+                      wan_latency_ms: float = 0.05) -> bool | None:
+    """The model's outcome of one lab run replayed with the run's own timing and cut-in order
+    (``wan_latency_ms``: one way between the NATs, the links' delay where they have one).
 
     None when a peer stopped before punching (nothing to replay).
     """
     from lab.world import nat
 
     try:
-        timeline = Timeline.from_results([(outcome.a, outcome.b)])
+        timeline = Timeline.from_results([(outcome.a, outcome.b)], wan_latency_ms=wan_latency_ms)
     except Dp2ptError:
         return None
     hypotheses = get_schedule(schedule).first(k)
@@ -122,36 +124,39 @@ def judge_lab(poisson: Poisson, grid: Grid, out: Path) -> list[Row]:
         write_grid(grid, timeline, out / GRID_CSV_NAME)
     return rows
 
-def judge_poisson(name: str, rate: float, outcomes: list[LabOutcome], timeline: Timeline) -> list[Row]:
+def judge_poisson(name: str, rate: float, outcomes: list[LabOutcome], timeline: Timeline,
+                  wan_latency_ms: float = 0.05) -> list[Row]:
     """Print whether n lab runs' success count is in the model's 95% prediction interval (the model
     drawing its timing from these runs' own), whether each run ends as the model replaying its own
     cut-in order predicts, and how many cut-ins landed where (against the mean timeline's windows)."""
     measured = sum(o.ok for o in outcomes)
     model = success_probability(get_schedule(name), SUMMARY_K, PoissonCutIns(rate), trials=MODEL_TRIALS_FOR_LAB,
-                                seed=1, timelines=run_timelines(outcomes))
+                                seed=1, timelines=run_timelines(outcomes, wan_latency_ms))
     low, high = prediction_interval(model.p, len(outcomes))
     verdict = "agrees" if low <= measured <= high else "DISAGREES"
     print(f"lab   {name:15} rate={rate:<5g} k={SUMMARY_K}: {measured}/{len(outcomes)} direct; model p={model.p:.4f} "
           f"-> 95% prediction [{low}, {high}] of {len(outcomes)}: {verdict}")
-    replays = [(o.ok, replay_prediction(o, name, SUMMARY_K)) for o in outcomes]
+    replays = [(o.ok, replay_prediction(o, name, SUMMARY_K, wan_latency_ms=wan_latency_ms)) for o in outcomes]
     judged = [(ok, pred) for ok, pred in replays if pred is not None]
     print(f"      replay of each run's own cut-in order: {sum(ok == pred for ok, pred in judged)}/{len(judged)} agree")
-    for side, orders, window in (("A", [o.order_a for o in outcomes], timeline.a_window_ms),
-                                 ("B", [o.order_b for o in outcomes], timeline.b_window_ms)):
+    for side, orders, window, spacing in (
+        ("A", [o.order_a for o in outcomes], timeline.a_window_ms, timeline.probe_spacing_ms),
+        ("B", [o.order_b for o in outcomes], timeline.b_window_ms, timeline.b_spacing_ms),
+    ):
         counts = [realized_counts(order) for order in orders]
         between, before, during = (sum(c[i] for c in counts) / len(counts) for i in range(3))
         print(f"      cut-ins on {side}'s NAT per run: {between:.3f} between the probes "
-              f"(model {rate * timeline.probe_spacing_ms:.3f}), {before:.3f} in the window "
+              f"(model {rate * spacing:.3f}), {before:.3f} in the window "
               f"(model {rate * window:.3f}), {during:.3f} during the burst")
     return [Row.of("lab", name, rate, SUMMARY_K, wilson(measured, len(outcomes))),
             Row.of("model@lab", name, rate, SUMMARY_K, model)]
 
-def run_timelines(outcomes: list[LabOutcome]) -> list[Timeline]:
+def run_timelines(outcomes: list[LabOutcome], wan_latency_ms: float = 0.05) -> list[Timeline]:
     """Each run's own timing (runs where a peer stopped before punching have none)."""
     timelines = []
     for o in outcomes:
         try:
-            timelines.append(Timeline.from_results([(o.a, o.b)]))
+            timelines.append(Timeline.from_results([(o.a, o.b)], wan_latency_ms=wan_latency_ms))
         except Dp2ptError:
             continue
     return timelines

@@ -94,3 +94,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="runs/study", help="directory for the CSV and PNGs (runs/ is not in git)")
     p.set_defaults(func=run_improved)
+    from lab.study import clock
+
+    clock.register(kinds)

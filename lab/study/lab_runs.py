@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from lab.study.points import SUMMARY_K
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lab.scenarios.run import CellResult, Runner
+    from lab.scenarios.run import Cell, CellResult, Runner
     from lab.world import traffic
     from lab.world.backends.base import Lab
     from lab.world.topology import Topology
@@ -46,7 +46,8 @@ def plan_noise(topo: "Topology", peer: str) -> str:
     """The noise host on ``peer``'s LAN (its "users of another virtual IP")."""
     return topo.lan_hosts(topo.router_of(peer), "noise")[0]
 
-def poisson_plan(lab: "Lab", peer: str, stun: tuple[str, int], rate_per_ms: float, seed: int) -> "traffic.CutInPlan":
+def poisson_plan(lab: "Lab", peer: str, stun: tuple[str, int], rate_per_ms: float, seed: int,
+                 span_ms: float = POISSON_SPAN_MS) -> "traffic.CutInPlan":
     """Poisson cut-ins on ``peer``'s LAN from its first probe (spec step 3 or 9) on.
 
     The agent fires when the probe crosses the LAN and first waits an exponential time, so the flows
@@ -58,7 +59,7 @@ def poisson_plan(lab: "Lab", peer: str, stun: tuple[str, int], rate_per_ms: floa
     """
     from lab.world import traffic
 
-    mean = rate_per_ms * POISSON_SPAN_MS
+    mean = rate_per_ms * span_ms
     flows = math.ceil(mean + 4 * math.sqrt(mean) + 4)
     per_s = rate_per_ms * 1000
     return traffic.plan_for(
@@ -99,18 +100,28 @@ def _read_orders(runner: "Runner", result: "CellResult") -> tuple[tuple, tuple]:
         orders.append(allocation_order(text, topo.address(peer)))
     return orders[0], orders[1]
 
-def lab_poisson_run(runner: "Runner", schedule: str, k: int, rate_per_ms: float, seed: int) -> LabOutcome:
+def arm_poisson(runner: "Runner", cell: "Cell", rate_per_ms: float, seed: int,
+                span_ms: float = POISSON_SPAN_MS) -> list[str]:
+    """Arm each peer's noise host with Poisson cut-ins from that peer's first probe (to its own
+    server's STUN port); returns the noise hosts, whose reports follow the run."""
+    lab = runner.lab
+    noises = []
+    for n, (peer, server) in enumerate(zip(lab.topology.by_role("peer")[:2], runner.servers_for(cell))):
+        noises.append(plan_noise(lab.topology, peer))
+        stun = tuple(runner.server_info[server]["udp"])
+        runner.agents[noises[-1]].arm(poisson_plan(lab, peer, stun, rate_per_ms, seed * 2 + n, span_ms))
+    return noises
+
+
+def lab_poisson_run(runner: "Runner", schedule: str, k: int, rate_per_ms: float, seed: int,
+                    span_ms: float = POISSON_SPAN_MS) -> LabOutcome:
     """One exchange under Poisson cut-ins on both LANs (the agents are armed before the peers start)."""
     from lab.scenarios.run import Cell
 
-    lab = runner.lab
-    stun = tuple(runner.server_info[runner.servers[0]]["udp"])
-    noises = []
-    for n, peer in enumerate(lab.topology.by_role("peer")[:2]):
-        noises.append(plan_noise(lab.topology, peer))
-        runner.agents[noises[-1]].arm(poisson_plan(lab, peer, stun, rate_per_ms, seed * 2 + n))
-    result = runner.run(Cell(LAB_PROFILE, LAB_PROFILE, "improved", k, schedule))
-    reports = {noise: runner.agents[noise].result(20.0) for noise in noises}
+    cell = Cell(LAB_PROFILE, LAB_PROFILE, "improved", k, schedule)
+    noises = arm_poisson(runner, cell, rate_per_ms, seed, span_ms)
+    result = runner.run(cell)
+    reports = {noise: runner.agents[noise].result(20.0 + span_ms / 1000) for noise in noises}
     return LabOutcome(_peers_ok(result), result.a, result.b, reports, *_read_orders(runner, result))
 
 def lab_grid_run(runner: "Runner", schedule: str, k: int, cut_a: int, cut_b: int, delta: int) -> LabOutcome:
@@ -150,14 +161,16 @@ def collect_lab(schedules: list[str], rates: list[float], runs: int, out: Path, 
                 jobs += [({"schedule": name, "k": k, "cut": [a, b], "delta": d}, lab_grid_run, (name, k, a, b, d))
                          for d in GRID_DELTAS for k, a, b in grid_cells]
                 for key, run, args in jobs:
-                    outcome = _attempt(runner, run, args)
+                    outcome = attempt(runner, run, args)
                     if outcome is not None:
                         log.write(json.dumps(key) + "\t" + outcome.to_json() + "\n")
     finally:
         lab.down()
     return path
 
-def _attempt(runner: "Runner", run, args: tuple) -> LabOutcome | None:
+def attempt(runner: "Runner", run, args: tuple):
+    """``run(runner, *args)``, tried again with fresh cut-in agents when the lab (not the protocol)
+    fails; None when it failed every time (the run is left out)."""
     from lab.world import traffic
     from lab.errors import LabError
 

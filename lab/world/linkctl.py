@@ -142,13 +142,17 @@ def current_regions(lab: "Lab") -> Regions | None:
     return parse_regions(state["regions"])
 
 
+#: ``apply(regions=KEEP)``: leave the lab's regions as they are.
+KEEP = object()
+
+
 def apply(lab: "Lab", overrides: dict[str, Conditions], mechanism: str | None = None,
-          seed: int | None = None) -> list[LinkState]:
+          seed: int | None = None, regions: "Regions | None | object" = KEEP) -> list[LinkState]:
     """Set some links' conditions (``"NODE[:SEGMENT]"`` -> conditions; clear ones are removed) on a
     running lab, on top of what it has now, and return every conditioned link.
 
     A link keeps its mechanism unless ``mechanism`` is given; a new link gets ``mechanism`` (default:
-    ``$DP2PT_LINK_MECHANISM`` or ``auto``).
+    ``$DP2PT_LINK_MECHANISM`` or ``auto``). ``regions`` replaces the lab's regions (None: none).
 
     Raises:
         ConfigError / UnknownNode: a bad link or mechanism.  MissingKernelFeature: netem missing.
@@ -165,6 +169,10 @@ def apply(lab: "Lab", overrides: dict[str, Conditions], mechanism: str | None = 
             wanted = {key: Conditions.from_dict(e["conditions"]) for key, e in state["links"].items()}
         if seed is not None:
             state["seed"] = seed
+        if regions is not KEEP:
+            if regions is not None:
+                topo.check_regions(regions)  # type: ignore[arg-type]
+            state["regions"] = regions.to_dict() if regions is not None else None  # type: ignore[union-attr]
         for target, cond in overrides.items():
             node, segment = topo.link_key(target)
             wanted[f"{node}:{segment}"] = cond

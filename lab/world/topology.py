@@ -184,6 +184,13 @@ class Topology:
         source["link_seed"] = link_seed
         return replace(self, conditions=conditions, link_seed=link_seed, source=source)
 
+    def check_regions(self, regions: Regions) -> None:
+        """Raise UnknownNode / ConfigError unless every node placed in a region is a public node here."""
+        for node in regions.of:
+            n = self.node(node)
+            if not any(self.segments[l.segment].kind == "public" for l in n.links):
+                raise ConfigError(f"regions: {node!r} has no public link (regions place public nodes)")
+
     def routes(self, node: str) -> list[Route]:
         """The explicit routes of ``node`` (besides the connected routes of its own addresses).
 
@@ -307,10 +314,7 @@ def _with_link_section(topo: Topology, data: dict) -> Topology:
     regions = None
     if data.get("regions") is not None:
         regions = parse_regions(data["regions"])
-        for node in regions.of:
-            n = topo.node(node)
-            if not any(topo.segments[l.segment].kind == "public" for l in n.links):
-                raise ConfigError(f"regions: {node!r} has no public link (regions place public nodes)")
+        topo.check_regions(regions)
     seed = data.get("link_seed", 0)
     if not isinstance(seed, int):
         raise ConfigError(f"link_seed must be a whole number, not {seed!r}")
