@@ -71,7 +71,8 @@ async def _readline() -> dict:
     return json.loads(line)
 
 
-async def agent(role: str, mode: str, stun_addr, turn_addr) -> dict | None:
+async def agent(role: str, mode: str, stun_addr, turn_addr, count: int = COUNT, rtt_count: int = RTT_COUNT,
+                run_timeout: float = RUN_TIMEOUT) -> dict | None:
     loop = asyncio.get_running_loop()
     ep = _Endpoint()
     relayed = None
@@ -88,9 +89,9 @@ async def agent(role: str, mode: str, stun_addr, turn_addr) -> dict | None:
     try:
         await _hello(transport, ep, peer)
         if role == "B":
-            await _echo(transport, ep, peer)
+            await _echo(transport, ep, peer, run_timeout)
             return None
-        return await _ping(transport, ep, peer)
+        return await _ping(transport, ep, peer, count, rtt_count, run_timeout)
     finally:
         transport.close()
 
@@ -113,8 +114,8 @@ async def _hello(transport, ep: _Endpoint, peer) -> None:
     raise RuntimeError("no hello from the other peer: the path did not open")
 
 
-async def _echo(transport, ep: _Endpoint, peer) -> None:
-    deadline = time.monotonic() + RUN_TIMEOUT
+async def _echo(transport, ep: _Endpoint, peer, run_timeout: float) -> None:
+    deadline = time.monotonic() + run_timeout
     while time.monotonic() < deadline:
         try:
             data, _ = await asyncio.wait_for(ep.queue.get(), 2.0)
@@ -124,23 +125,25 @@ async def _echo(transport, ep: _Endpoint, peer) -> None:
             transport.sendto(data, peer)
 
 
-async def _ping(transport, ep: _Endpoint, peer) -> dict:
-    """Round trips one at a time, then echoes/s with WINDOW in flight."""
+async def _ping(transport, ep: _Endpoint, peer, count: int, rtt_count: int, run_timeout: float) -> dict:
+    """Round trips one at a time, then echoes/s with WINDOW in flight (a window is refilled when no
+    echo came for three round trips: lost in flight)."""
     rtts = []
-    for seq in range(RTT_COUNT):
+    for seq in range(rtt_count):
         transport.sendto(_PING.pack(PING, seq, time.perf_counter()), peer)
-        rtt = await _await_echo(ep, seq, 0.5)
+        rtt = await _await_echo(ep, seq, 0.5 + 3 * (statistics.median(rtts) / 1000 if rtts else 0.5))
         if rtt is not None:
             rtts.append(rtt)
+    refill = max(0.2, 3 * statistics.median(rtts) / 1000) if rtts else 0.2
     sent = got = 0
     t0 = time.perf_counter()
-    deadline = time.monotonic() + RUN_TIMEOUT / 2
-    while got < COUNT and time.monotonic() < deadline:
-        while sent - got < WINDOW and sent < COUNT + WINDOW:
-            transport.sendto(_PING.pack(PING, RTT_COUNT + sent, time.perf_counter()), peer)
+    deadline = time.monotonic() + run_timeout / 2
+    while got < count and time.monotonic() < deadline:
+        while sent - got < WINDOW and sent < count + WINDOW:
+            transport.sendto(_PING.pack(PING, rtt_count + sent, time.perf_counter()), peer)
             sent += 1
         try:
-            data, _ = await asyncio.wait_for(ep.queue.get(), 0.2)
+            data, _ = await asyncio.wait_for(ep.queue.get(), refill)
         except asyncio.TimeoutError:
             sent = got  # lost in flight: refill the window
             continue
@@ -169,7 +172,7 @@ async def _await_echo(ep: _Endpoint, seq: int, timeout: float) -> float | None:
 # ---- bench side (root, in the lab) -----------------------------------------------------------
 
 
-def _measure(lab, mode: str) -> dict:
+def _measure(lab, mode: str, count: int = COUNT, rtt_count: int = RTT_COUNT, run_timeout: float = RUN_TIMEOUT) -> dict:
     """One run of both agents in ``mode`` ("direct" | "relay"); returns A's result line."""
     from lab.world.backends.base import wait_for_line
     from lab.world.services import STUN_PORT
@@ -178,7 +181,8 @@ def _measure(lab, mode: str) -> dict:
     server = topo.by_role("server")[0]
     sip = topo.address(server)
     a, b = topo.by_role("peer")[:2]
-    common = ["--mode", mode, "--stun", f"{sip}:{STUN_PORT}", "--turn", f"{sip}:{TURN_PORT}"]
+    common = ["--mode", mode, "--stun", f"{sip}:{STUN_PORT}", "--turn", f"{sip}:{TURN_PORT}", "--count", str(count),
+              "--rtt-count", str(rtt_count), "--run-timeout", str(run_timeout)]
     procs = {}
     try:
         for node, role in ((a, "A"), (b, "B")):
@@ -189,7 +193,7 @@ def _measure(lab, mode: str) -> dict:
         for role, peer in (("A", hello["B"]["mapped"]), ("B", a_addr)):
             procs[role].stdin.write(json.dumps({"peer": peer}) + "\n")
             procs[role].stdin.flush()
-        out, err = procs["A"].communicate(timeout=RUN_TIMEOUT + 10)
+        out, err = procs["A"].communicate(timeout=run_timeout + 10)
         lines = [l for l in out.splitlines() if l.startswith("{")]
         if procs["A"].returncode != 0 or not lines:
             raise RuntimeError(f"{mode} path agent failed: {err.strip().splitlines()[-1:] or out}")
@@ -199,8 +203,9 @@ def _measure(lab, mode: str) -> dict:
             lab.stop(p)
 
 
-def bench(lab) -> dict:
-    """Direct and relayed echo rate and round trip between A and B, default NAT pair; ratios direct/relay."""
+def bench(lab, count: int = COUNT, rtt_count: int = RTT_COUNT, run_timeout: float = RUN_TIMEOUT) -> dict:
+    """Direct and relayed echo rate and round trip between A and B, default NAT pair; ratios direct/relay
+    (fewer echoes and a longer timeout on links with delay: ``lab.study.clock``)."""
     import shutil
 
     if not shutil.which("turnserver"):
@@ -217,10 +222,10 @@ def bench(lab) -> dict:
     try:
         with Runner(lab, Path(tempfile.gettempdir()) / f"dp2pt-bench-path-{lab.prefix}"):
             # The Runner keeps the location server (STUN on STUN_PORT) up for the agents' mapping probes.
-            direct = _measure(lab, "direct")
+            direct = _measure(lab, "direct", count, rtt_count, run_timeout)
             for router, profile in zip(routers, PAIR):  # fresh mappings for the relayed run
                 lab.configure_nat(router, profile)
-            relay = _measure(lab, "relay")
+            relay = _measure(lab, "relay", count, rtt_count, run_timeout)
     finally:
         lab.stop(turn)
     return {"pair": "/".join(PAIR), "window": WINDOW, "direct": direct, "relay": relay,
@@ -237,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--mode", choices=("direct", "relay"), required=True)
     g.add_argument("--stun", required=True, help="HOST:PORT of the location server's STUN")
     g.add_argument("--turn", required=True, help="HOST:PORT of coturn")
+    g.add_argument("--count", type=int, default=COUNT, help="echoes for the rate")
+    g.add_argument("--rtt-count", type=int, default=RTT_COUNT, help="round trips one at a time")
+    g.add_argument("--run-timeout", type=float, default=RUN_TIMEOUT)
     args = p.parse_args(argv)
 
     def addr(s: str):
@@ -244,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         return host, int(port)
 
     try:
-        result = asyncio.run(asyncio.wait_for(agent(args.role, args.mode, addr(args.stun), addr(args.turn)),
-                                              RUN_TIMEOUT + 10))
+        result = asyncio.run(asyncio.wait_for(agent(args.role, args.mode, addr(args.stun), addr(args.turn),
+                                                    args.count, args.rtt_count, args.run_timeout),
+                                              args.run_timeout + 10))
     except (RuntimeError, OSError, asyncio.TimeoutError) as exc:
         print(f"bench_path: error: {exc or type(exc).__name__}", file=sys.stderr)
         return 1

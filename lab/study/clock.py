@@ -110,28 +110,26 @@ def cutin_settings(rates=CUTIN_RATES, schedules=CUTIN_SCHEDULES, server_rtts=SER
 
 
 def run_cutin(settings: list[sweep.Setting], runs: int, out: Path, backend: str | None) -> Path:
-    """Poisson runs with the NATs' allocation order recorded (for replays): lab_runs' outcomes, keyed."""
-    from lab.scenarios.run import Runner, new_run_dir
-    from lab.study.lab_runs import attempt, lab_poisson_run
-    from lab.world import backends, topology
+    """Poisson runs with the NATs' allocation order recorded (for replays): lab_runs' outcomes, keyed
+    by setting and seed; runs already in the file are not run again."""
+    from lab.study.lab_runs import lab_poisson_run
 
     path = out / "cutin-runs.jsonl"
-    lab = backends.get(backend).up(topology.load("fig4"))
-    try:
-        with Runner(lab, new_run_dir(out / "lab-runs")) as runner, path.open("a") as log:
-            for s in settings:
-                sweep.apply_setting(runner, s)
-                span = s.timeline(lab.topology, ("server1", "server1")).a_punch(30) + sweep.SPAN_MARGIN_MS
-                ok = 0
-                for seed in range(runs):
-                    o = attempt(runner, lab_poisson_run, (s.cell.schedule, SUMMARY_K, s.rate_per_ms, seed, span))
-                    if o is not None:
-                        log.write(json.dumps({"setting": s.name}) + "\t" + o.to_json() + "\n")
-                        log.flush()
-                        ok += o.ok
-                print(f"  {s.name}: {ok}/{runs} direct", flush=True)
-    finally:
-        lab.down()
+    done = sweep.done_runs(path)
+    todo = [s for s in settings if len(done.get(s.name, ())) < runs]
+    if not todo:
+        return path
+    with sweep.StudyLab("fig4", backend, out / "lab-runs") as study_lab, path.open("a") as log:
+        for s in todo:
+            sweep.apply_setting(study_lab.runner, s)
+            span = s.timeline(study_lab.lab.topology, ("server1", "server1")).a_punch(30) + sweep.SPAN_MARGIN_MS
+            for seed in (i for i in range(runs) if i not in done.get(s.name, ())):
+                o = sweep.run_resilient(study_lab, s, lab_poisson_run,
+                                        (s.cell.schedule, SUMMARY_K, s.rate_per_ms, seed, span))
+                if o is not None:
+                    log.write(json.dumps({"setting": s.name, "seed": seed}) + "\t" + o.to_json() + "\n")
+                    log.flush()
+            print(f"  {s.name}: done", flush=True)
     return path
 
 
@@ -254,7 +252,7 @@ def run_relay(out: Path, backend: str | None) -> list[str]:
         results["instant"] = relay.bench(lab)
         regions = parse_regions({"nodes": {"nat-a": "eu", "nat-b": "asia", "server": "am"}, "rtt_ms": WORLD_RTTS})
         linkctl.apply(lab, {}, regions=regions)
-        results["regions"] = relay.bench(lab, count=400, rtt_count=50)
+        results["regions"] = relay.bench(lab, count=400, rtt_count=50, run_timeout=60.0)
     finally:
         lab.down()
     (out / "relay.json").write_text(json.dumps(results, indent=2))
@@ -273,9 +271,7 @@ def run_relay(out: Path, backend: str | None) -> list[str]:
 def calibrate(out: Path, backend: str | None, runs: int = CALIBRATION_RUNS) -> Timeline:
     """The protocol's own processing times, measured on instant links (the model adds the delays)."""
     setting = sweep.Setting("calibration (instant links)", _cell("improved"), topology="fig4")
-    path = out / "calibration.jsonl"
-    if not path.exists():
-        sweep.run_settings([setting], runs, out, backend, records=path.name)
+    path = sweep.run_settings([setting], runs, out, backend, records="calibration.jsonl")
     records = sweep.load_records([path])
     return Timeline.from_results([(r.a, r.b) for r in records if r.ok])
 

@@ -114,41 +114,102 @@ def apply_setting(runner: "Runner", setting: Setting) -> None:
     linkctl.apply(lab, overrides, regions=setting.region_map())
 
 
+class StudyLab:
+    """A lab and its runner for a long study, brought up again when something removes it meanwhile
+    (a ``down --all`` elsewhere on a shared machine): the study goes on where it was."""
+
+    def __init__(self, topology_name: str, backend: str | None, run_root: Path) -> None:
+        self.topology_name, self.backend, self.run_root = topology_name, backend, run_root
+        self.lab = self.runner = None
+
+    def __enter__(self) -> "StudyLab":
+        self._up()
+        return self
+
+    def _up(self) -> None:
+        from lab.scenarios.run import Runner, new_run_dir
+        from lab.world import backends, topology
+
+        self.lab = backends.get(self.backend).up(topology.load(self.topology_name))
+        try:
+            self.runner = Runner(self.lab, new_run_dir(self.run_root)).start()
+        except BaseException:
+            self.lab.down()
+            raise
+
+    def renew(self) -> None:
+        print("  the lab was removed under the study: bringing it up again", flush=True)
+        self.__exit__()
+        self._up()
+
+    def __exit__(self, *exc: object) -> None:
+        from lab.errors import LabError
+
+        for close in (self.runner.close if self.runner else None, self.lab.down if self.lab else None):
+            if close is not None:
+                try:
+                    close()
+                except (LabError, OSError):
+                    pass
+
+
+def run_resilient(study_lab: StudyLab, setting: Setting, run, args: tuple):
+    """``run(runner, *args)`` as :func:`lab.study.lab_runs.attempt` does, on a lab brought up again
+    (with the setting's links) if it disappeared; None when the run is left out."""
+    from lab.errors import LabNotFound
+    from lab.study.lab_runs import attempt
+
+    for _ in range(3):
+        try:
+            return attempt(study_lab.runner, run, args)
+        except LabNotFound:
+            study_lab.renew()
+            apply_setting(study_lab.runner, setting)
+    return None
+
+
+def done_runs(path: Path) -> dict[str, set[int]]:
+    """Runs already recorded per setting (a study run again continues where it stopped)."""
+    done: dict[str, set[int]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key = json.loads(line.partition("\t")[0] if "\t" in line else line)
+            done.setdefault(key["setting"], set()).add(key.get("run", key.get("seed")))
+    return done
+
+
 def run_settings(settings: list[Setting], runs: int, out: Path, backend: str | None = None,
                  progress: bool = True, records: str = RECORDS) -> Path:
     """Run every setting ``runs`` times (one lab per topology); one JSON line per run in ``out/records``.
 
-    Lab failures (an agent that does not answer) are retried with fresh agents, then left out
-    (:func:`lab.study.lab_runs.attempt`); protocol failures are outcomes.
+    Runs already in that file are not run again. Lab failures (an agent that does not answer, a lab
+    removed meanwhile) are retried, then the run is left out; protocol failures are outcomes.
     """
-    from lab.scenarios.run import Runner, new_run_dir
-    from lab.study.lab_runs import arm_poisson, attempt
-    from lab.world import backends, topology
+    from lab.study.lab_runs import arm_poisson
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / records
+    done = done_runs(path)
     with path.open("a") as log:
         for topo_name in dict.fromkeys(s.topology for s in settings):
-            lab = backends.get(backend).up(topology.load(topo_name))
-            try:
-                with Runner(lab, new_run_dir(out / "lab-runs")) as runner:
-                    for setting in (s for s in settings if s.topology == topo_name):
-                        apply_setting(runner, setting)
-                        servers = runner.servers_for(setting.cell)
-                        span = setting.timeline(lab.topology, servers).a_punch(30) + SPAN_MARGIN_MS
-                        started = time.monotonic()
-                        done = 0
-                        for i in range(runs):
-                            record = attempt(runner, _one_run, (setting, i, span, arm_poisson))
-                            if record is not None:
-                                log.write(json.dumps(asdict(record)) + "\n")
-                                log.flush()
-                                done += record.ok
-                        if progress:
-                            print(f"  {setting.name}: {done}/{runs} direct ({time.monotonic() - started:.0f} s)",
-                                  flush=True)
-            finally:
-                lab.down()
+            todo = [s for s in settings if s.topology == topo_name and len(done.get(s.name, ())) < runs]
+            if not todo:
+                continue
+            with StudyLab(topo_name, backend, out / "lab-runs") as study_lab:
+                for setting in todo:
+                    apply_setting(study_lab.runner, setting)
+                    servers = study_lab.runner.servers_for(setting.cell)
+                    span = setting.timeline(study_lab.lab.topology, servers).a_punch(30) + SPAN_MARGIN_MS
+                    started = time.monotonic()
+                    for i in (i for i in range(runs) if i not in done.get(setting.name, ())):
+                        record = run_resilient(study_lab, setting, _one_run, (setting, i, span, arm_poisson))
+                        if record is not None:
+                            log.write(json.dumps(asdict(record)) + "\n")
+                            log.flush()
+                    if progress:
+                        mine = [r for r in load_records([path]) if r.setting == setting.name]
+                        print(f"  {setting.name}: {sum(r.ok for r in mine)}/{len(mine)} direct "
+                              f"({time.monotonic() - started:.0f} s)", flush=True)
     return path
 
 
