@@ -5,7 +5,7 @@
 #   make bench BENCH_PARTS=directory   logins/s, connects/s, memory per peer: 1, 2, 4 servers sharing one Redis
 #   make report RUN_DIR=runs/<id>        ladder diagrams, heatmap and summary of a scenario run
 BENCH_OUT ?= bench/results.json
-BENCH_PARTS ?= stun,memory,abuse,directory,lab
+BENCH_PARTS ?= stun,memory,abuse,directory,links,lab
 BENCH_RUNS ?= 100
 RUN_DIR ?=
 

@@ -11,14 +11,14 @@ from lab.bench.suite import DEFAULT_OUT, markdown, run
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default %(default)s)")
-    p.add_argument("--parts", default="stun,memory,abuse,directory,lab",
-                   help="comma-separated subset of stun,memory,abuse,directory,lab (default %(default)s)")
+    p.add_argument("--parts", default="stun,memory,abuse,directory,links,lab",
+                   help="comma-separated subset of stun,memory,abuse,directory,links,lab (default %(default)s)")
     p.add_argument("--runs", type=int, default=100, help="lab runs per variant for time to direct path")
 
 
 def handler(args: argparse.Namespace) -> int:
     parts = set(filter(None, args.parts.split(",")))
-    unknown = parts - {"stun", "memory", "abuse", "directory", "lab"}
+    unknown = parts - {"stun", "memory", "abuse", "directory", "links", "lab"}
     if unknown:
         print(f"bench: error: unknown part(s) {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2

@@ -2,8 +2,8 @@
 
 Benchmarks, not timed tests: each part measures, writes JSON, and the whole prints one Markdown table
 with the machine it ran on.  Parts that need root and the netns lab (time to direct path, packets per
-success, lab bring-up/teardown, direct vs TURN relay) live in :mod:`lab.bench.labruns` and are skipped
-with a reason when the lab cannot run; the loopback parts (STUN throughput vs coturn, memory with
+success, lab bring-up/teardown, direct vs TURN relay) live in :mod:`lab.bench.labruns`, the link
+emulator's capacity in :mod:`lab.bench.links`; they are skipped with a reason when the lab cannot run; the loopback parts (STUN throughput vs coturn, memory with
 10,000 logged-in peers, the server under abuse: reply/request bytes per request kind and RSS under a
 client that never reads) run anywhere.  Every loop is bounded in count and time.
 """
@@ -73,6 +73,10 @@ def markdown(results: dict) -> str:
         from lab.bench.directory import markdown_rows
 
         lines += markdown_rows(results["directory"])
+    if results.get("links"):
+        from lab.bench.links import markdown_rows as link_rows
+
+        lines += ["| " + " | ".join(row) + " |" for row in link_rows(results["links"])]
     for row in results.get("lab_rows", []):
         lines.append("| " + " | ".join(str(x) for x in row) + " |")
     for name, why in results.get("skipped", {}).items():
@@ -93,6 +97,15 @@ def run(out: Path, parts: set[str], runs: int) -> dict:
                 results[part] = bench()
             except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
                 results["skipped"][part] = f"failed: {exc}"
+    if "links" in parts:
+        from lab.errors import LabError
+
+        try:
+            from lab.bench import links
+
+            results["links"] = links.run()
+        except (LabError, RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
+            results["skipped"]["link emulator capacity"] = f"failed: {exc}"
     if "lab" in parts:
         try:
             from lab.bench import labruns

@@ -103,9 +103,11 @@ def _read_orders(runner: "Runner", result: "CellResult") -> tuple[tuple, tuple]:
 def arm_poisson(runner: "Runner", cell: "Cell", rate_per_ms: float, seed: int,
                 span_ms: float = POISSON_SPAN_MS) -> list[str]:
     """Arm each peer's noise host with Poisson cut-ins from that peer's first probe (to its own
-    server's STUN port); returns the noise hosts, whose reports follow the run."""
+    server's STUN port); returns the noise hosts, whose reports follow the run (none at rate 0)."""
     lab = runner.lab
-    noises = []
+    noises: list[str] = []
+    if not rate_per_ms:
+        return noises
     for n, (peer, server) in enumerate(zip(lab.topology.by_role("peer")[:2], runner.servers_for(cell))):
         noises.append(plan_noise(lab.topology, peer))
         stun = tuple(runner.server_info[server]["udp"])

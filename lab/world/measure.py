@@ -201,7 +201,8 @@ def recv(port: int, expect: int, duration: float, ready_line: bool = True) -> di
     span = (last - first) / 1e9 if first is not None and last != first else 0.0
     return {"received": len(seen), "duplicates": duplicates, "span_s": span,
             "rate_bit": (total_bytes - first_bytes) * 8 / span if span else None,
-            "one_way_median_ms": statistics.median(one_way) if one_way else None}
+            "one_way_median_ms": statistics.median(one_way) if one_way else None,
+            "one_way_p99_ms": sorted(one_way)[int(0.99 * (len(one_way) - 1))] if one_way else None}
 
 
 def main(argv: list[str] | None = None) -> int:
