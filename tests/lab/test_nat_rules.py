@@ -71,8 +71,66 @@ def test_timeout_parameter_sets_both_conntrack_timeouts():
 
 
 def test_spec_round_trips():
-    for text in ("symmetric-sequential:delta=2", "full-cone", "restricted-cone:timeout=7"):
+    for text in ("symmetric-sequential:delta=2", "full-cone", "restricted-cone:timeout=7", "full-cone:hairpin=1",
+                 "cgnat", "cgnat:block=8,order=random,hairpin=1", "symmetric-random:block=64", "address-dependent"):
         assert nat.parse_profile(text).spec == text
+    assert nat.parse_profile("full-cone:hairpin=on").spec == "full-cone:hairpin=1"
+
+
+def test_every_profile_is_described_with_its_parameters():
+    assert set(nat.DESCRIPTIONS) == set(nat.PROFILE_NAMES)
+    assert {"hairpin", "block", "order", "timeout"} <= set(nat.PARAMETERS)
+
+
+@pytest.mark.parametrize("name", nat.PROFILE_NAMES)
+def test_lan_packets_to_the_wan_address_are_dropped_silently(name):
+    """Without hairpinning (and when no mapping holds the port) a LAN datagram to the router's own
+    WAN address is dropped in the input filter chain: no ICMP, no conntrack entry."""
+    text = nat.render_ruleset(nat.parse_profile(name), R)
+    assert 'iifname "eth1" ip daddr 198.51.100.1 meta l4proto udp ct state new counter drop' in text
+    assert "dnat ip to udp dport map @hairpin" not in text
+
+
+@pytest.mark.parametrize("name", ["port-restricted-cone", "restricted-cone", "symmetric-sequential", "address-dependent"])
+def test_hairpin_dnats_lan_packets_to_the_mapping_and_snats_with_the_allocator(name):
+    text = nat.render_ruleset(nat.parse_profile(f"{name}:hairpin=1"), R)
+    assert 'iifname "eth1" ip daddr 198.51.100.1 meta l4proto udp dnat ip to udp dport map @hairpin' in text
+    assert 'oifname "eth1" ip saddr 10.1.0.0/24 ct status dnat meta l4proto udp jump alloc' in text
+    # Hairpinned flows are mappings too: recorded (after SNAT, by their original source).
+    assert ('oifname "eth1" ct original ip saddr 10.1.0.0/24 ct status dnat ct direction original meta l4proto udp '
+            "update @hairpin") in text
+
+
+def test_full_cone_hairpins_through_its_own_map():
+    text = nat.render_ruleset(nat.parse_profile("full-cone:hairpin=1"), R)
+    assert 'iifname "eth1" ip daddr 198.51.100.1 meta l4proto udp dnat ip to udp dport map @eif' in text
+    assert "map hairpin" not in text
+
+
+def test_address_dependent_mapping_reuses_the_port_per_remote_address():
+    text = nat.render_ruleset(nat.parse_profile("address-dependent"), R)
+    lookup = "snat ip to ip saddr . udp sport . ct original ip daddr map @adm"
+    assert lookup in text and text.index(lookup) < text.index("numgen inc")  # an existing mapping first
+    assert "update @adm { ct original ip saddr . ct original proto-src . ct original ip daddr" in text
+    assert "dnat ip to ip saddr . udp dport map @adf" in text
+
+
+def test_port_blocks_take_the_allocators_mark_or_drop():
+    prof = nat.parse_profile("cgnat:block=8")
+    text = nat.render_ruleset(prof, R)
+    assert f"meta mark {prof.pool()[0]}-{prof.pool()[-1]} snat ip to 198.51.100.1 : meta mark map" in text
+    assert "counter drop" in text.split("chain alloc")[1].split("}")[1]
+    assert "numgen" not in text
+
+
+def test_queue_rules_build_and_remove_the_allocators_chain():
+    build = nat.queue_rules(nat.parse_profile("cgnat:hairpin=1"), R)
+    flat = [" ".join(c) for c in build]
+    assert any(f"-A {nat.PBA_CHAIN} -o eth0 -p udp -s 10.1.0.0/24" in c and f"--queue-num {nat.PBA_QUEUE}" in c
+               for c in flat)
+    assert any("-i eth1 -o eth1" in c and "--ctstate DNAT" in c for c in flat)  # hairpinned flows too
+    assert flat[-1].endswith(f"-A FORWARD -j {nat.PBA_CHAIN}")
+    assert nat.queue_rules(nat.parse_profile("full-cone"), R) == nat.queue_rules(None, R) == build[:3]
 
 
 @pytest.mark.parametrize(
@@ -83,8 +141,14 @@ def test_spec_round_trips():
         ("symmetric-sequential:delta=x", UnknownProfile),
         ("symmetric-sequential:colour=red", UnknownProfile),
         ("symmetric-sequential:delta", UnknownProfile),
-        ("full-cone:hairpin=on", UnsupportedNat),
+        ("full-cone:hairpin=maybe", UnknownProfile),
         ("full-cone:timeout=0", UnknownProfile),
+        ("full-cone:block=64", UnsupportedNat),
+        ("cgnat:block=3", UnknownProfile),
+        ("cgnat:block=4096", UnknownProfile),
+        ("cgnat:order=preserve", UnknownProfile),
+        ("symmetric-sequential:order=random", UnknownProfile),
+        ("symmetric-sequential:block=64,delta=2", UnsupportedNat),
     ],
 )
 def test_bad_profiles_are_refused(text, error):
@@ -95,7 +159,9 @@ def test_bad_profiles_are_refused(text, error):
 @pytest.mark.parametrize(
     "mapping, filtering, allocation",
     [
-        (nat.Mapping.ADM, nat.Filtering.APDF, nat.Allocation.SEQUENTIAL),
+        (nat.Mapping.ADM, nat.Filtering.EIF, nat.Allocation.SEQUENTIAL),
+        (nat.Mapping.ADM, nat.Filtering.ADF, nat.Allocation.PRESERVE),
+        (nat.Mapping.ADM, nat.Filtering.ADF, nat.Allocation.RANDOM),
         (nat.Mapping.EIM, nat.Filtering.EIF, nat.Allocation.RANDOM),
         (nat.Mapping.APDM, nat.Filtering.EIF, nat.Allocation.SEQUENTIAL),
         (nat.Mapping.APDM, nat.Filtering.APDF, nat.Allocation.PRESERVE),

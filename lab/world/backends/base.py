@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Iterator, Sequence
 
-from lab.errors import ConfigError, MissingKernelFeature, MissingTool, NodeCommandFailed, ScenarioError, UnknownNode
+from lab.errors import (ConfigError, LabError, MissingKernelFeature, MissingTool, NodeCommandFailed, ScenarioError,
+                        UnknownNode)
 
 if TYPE_CHECKING:  # pragma: no cover
     from lab.world.nat import NatProfile
@@ -43,6 +44,8 @@ DEFAULT_EXEC_TIMEOUT = 10.0
 STOP_GRACE = 1.0
 #: Name of the nftables table the lab owns in every router; removed by name, never flushed globally.
 NAT_TABLE = "dp2pt_nat"
+#: Seconds a port-block allocator may take to bind its queue.
+PBA_READY_TIMEOUT = 10.0
 
 
 @dataclass
@@ -125,6 +128,7 @@ class Lab(abc.ABC):
         #: (pid, start time) of every process this handle started: tests check none survives. The start
         #: time tells a survivor from a later process that got the same pid.
         self.spawned: list[tuple[int, int | None]] = []
+        self._profiles: dict[str, "NatProfile"] = {}  # router -> profile this handle loaded
 
     # ---- primitives every backend implements -------------------------------------------------
 
@@ -157,6 +161,10 @@ class Lab(abc.ABC):
         from lab.errors import ConfigError
 
         raise ConfigError(f"the {self.backend_name} backend cannot condition links")
+
+    @abc.abstractmethod
+    def runtime_path(self, node: str, name: str) -> str:
+        """A file path for ``node``'s runtime state (pidfiles), as seen by processes inside it."""
 
     # ---- derived operations ------------------------------------------------------------------
 
@@ -312,7 +320,9 @@ class Lab(abc.ABC):
         """Make ``router`` behave as ``profile`` (RFC 4787), replacing its previous NAT.
 
         Loading the table anew also resets the sequential allocator (numgen counter) and, with
-        the conntrack flush, every mapping: each scenario cell starts from a fresh NAT.
+        the conntrack flush, every mapping: each scenario cell starts from a fresh NAT. A profile
+        with port blocks gets a fresh allocator process and the rules that queue flows to it; a
+        profile without removes them.
         """
         from lab.world import nat
 
@@ -320,6 +330,7 @@ class Lab(abc.ABC):
         ifnames = {seg: self.interface(router, seg) for seg in self.topology.router_segments(router)}
         params = nat.router_params(self.topology, router, ifnames)
         ruleset = nat.render_ruleset(prof, params)  # replaces the previous table atomically
+        had_blocks = self._had_port_blocks(router)
         try:
             self.exec(router, ["nft", "-f", "-"], input=ruleset)
         except NodeCommandFailed as exc:
@@ -331,7 +342,52 @@ class Lab(abc.ABC):
             raise
         self.sysctl(router, nat.conntrack_sysctls(prof))
         self.flush_conntrack(router)
+        if prof.block:
+            self._start_port_blocks(router, prof, params)
+        elif had_blocks:
+            self._stop_port_blocks(router, params)
+        self._profiles[router] = prof
         return prof
+
+    def _had_port_blocks(self, router: str) -> bool:
+        """Whether the router's current NAT runs a port-block allocator (asks the router only when
+        this handle did not load its NAT itself)."""
+        from lab.world import nat
+
+        if router in self._profiles:
+            return bool(self._profiles[router].block)
+        spec = self.nat_profile(router)
+        try:
+            return bool(spec and nat.parse_profile(spec).block)
+        except LabError:
+            return True  # an unreadable old profile: clean up to be safe
+
+    def _start_port_blocks(self, router: str, prof: "NatProfile", params) -> None:
+        """A fresh allocator (it stops its predecessor by pidfile), then the queue rules."""
+        from lab.world import nat
+
+        argv = [self.python, "-m", "lab.world.pba", "serve", "--profile", prof.spec, "--wan-ip", params.wan_ip,
+                "--pidfile", self.runtime_path(router, "pba.pid"), "--state", self.runtime_path(router, "pba.state")]
+        proc = self.popen(router, argv)
+        try:
+            wait_for_line(proc, lambda line: '"ready"' in line, PBA_READY_TIMEOUT)
+        except TimeoutError:
+            err = proc.stderr.read() if proc.poll() is not None else ""
+            self.stop(proc)
+            raise ScenarioError(f"port-block allocator on {router} did not start: {err.strip()[-300:]}") from None
+        self._run_queue_rules(router, nat.queue_rules(prof, params))
+
+    def _stop_port_blocks(self, router: str, params) -> None:
+        from lab.world import nat
+
+        self._run_queue_rules(router, nat.queue_rules(None, params))
+        pidfile = self.runtime_path(router, "pba.pid")
+        self.exec(router, ["sh", "-c", f'[ -f {pidfile} ] && kill "$(cat {pidfile})"; rm -f {pidfile}'], check=False)
+
+    def _run_queue_rules(self, router: str, commands: list[list[str]]) -> None:
+        """Removal commands (``-D``/``-F``/``-X``) may fail when there is nothing to remove."""
+        for argv in commands:
+            self.exec(router, ["iptables", *argv], check=argv[3] not in ("-D", "-F", "-X"))
 
     def clear_nat(self, router: str) -> None:
         """Remove the lab's NAT table from ``router`` (no error if there is none)."""

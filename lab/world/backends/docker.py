@@ -69,7 +69,9 @@ FILES_DIR = "/tmp/dp2pt-lab-files"
 _SHIM = f'mkdir -p {PID_DIR}; echo $$ > {PID_DIR}/"$1".pid; shift; exec "$@"'
 CAPS = ["NET_ADMIN", "NET_RAW"]
 NODE_SYSCTLS = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
-ROUTER_SYSCTLS = {"net.ipv4.ip_forward": "1"}
+#: As the netns backend's: routers forward and never send ICMP redirects (hairpinned packets).
+ROUTER_SYSCTLS = {"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.send_redirects": "0",
+                  "net.ipv4.conf.default.send_redirects": "0"}
 BR_NETFILTER = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 #: Docker must address every network it creates, but one bridge carries one subnet and two labs
 #: may not overlap. So Docker gets /24s of RFC 2544's benchmarking range (used by nothing else);
@@ -316,6 +318,9 @@ class DockerLab(Lab):
     def _teardown(self) -> None:
         teardown(self.client, self.prefix)
 
+    def runtime_path(self, node: str, name: str) -> str:
+        return f"/run/dp2pt/{name}"
+
     # ---- bring-up ------------------------------------------------------------------------------
 
     def _pid(self, node: str) -> int:
@@ -343,7 +348,7 @@ class DockerLab(Lab):
         for seg in topo.segments.values():
             self._create_network(seg.name)
         allow_bridges(self.prefix, [self.bridge(s) for s in topo.segments])
-        make_hubs([self.bridge(s.name) for s in topo.segments.values() if s.kind == "lan"])
+        make_hubs([self.bridge(s.name) for s in topo.segments.values() if s.kind != "public"])
         with ThreadPoolExecutor(WORKERS) as pool:
             list(pool.map(self._create_node, topo.nodes))
             list(pool.map(self._configure_node, topo.nodes))

@@ -61,7 +61,10 @@ NODE_SYSCTLS = {
     "net/ipv6/conf/all/disable_ipv6": "1",
     "net/ipv6/conf/default/disable_ipv6": "1",
 }
-ROUTER_SYSCTLS = {"net/ipv4/ip_forward": "1"}
+#: Routers forward; a hairpinned packet leaves by the interface it came in, which must not make the
+#: router send ICMP redirects to the LAN host.
+ROUTER_SYSCTLS = {"net/ipv4/ip_forward": "1", "net/ipv4/conf/all/send_redirects": "0",
+                  "net/ipv4/conf/default/send_redirects": "0"}
 #: Tools the netns backend itself runs (NAT/captures need more; checked where used).
 REQUIRED_TOOLS = ("nft", "conntrack", "sysctl")
 
@@ -178,6 +181,8 @@ def _remove_lab(prefix: str, names: list[str]) -> None:
     for name in names:
         _remove_ns(name)
     (STATE_DIR / f"{prefix}.json").unlink(missing_ok=True)
+    for leftover in STATE_DIR.glob(f"{prefix}-*"):  # runtime files of its nodes (runtime_path)
+        leftover.unlink(missing_ok=True)
 
 
 def list_lab_namespaces() -> dict[str, list[str]]:
@@ -269,6 +274,10 @@ class NetnsLab(Lab):
     def _teardown(self) -> None:
         _remove_lab(self.prefix, self.namespaces)
 
+    def runtime_path(self, node: str, name: str) -> str:
+        # Nodes share the host's filesystem: one file per lab and node, removed with the lab.
+        return str(STATE_DIR / f"{self.prefix}-{node}.{name}")
+
     # ---- bring-up ------------------------------------------------------------------------------
 
     def build(self) -> None:
@@ -288,8 +297,8 @@ class NetnsLab(Lab):
                 handles[name].link("set", index=lo, state="up")
             for seg in topo.segments.values():
                 ipr = handles[self.segment_ns(seg.name)]
-                # A LAN bridge that never learns floods every frame: a shared medium, as a hub.
-                extra = {"br_ageing_time": 0} if seg.kind == "lan" else {}
+                # A LAN (or carrier) bridge that never learns floods every frame: a shared medium, as a hub.
+                extra = {"br_ageing_time": 0} if seg.kind != "public" else {}
                 ipr.link("add", ifname=BRIDGE, kind="bridge", **extra)
                 br = ipr.link_lookup(ifname=BRIDGE)[0]
                 ipr.link("set", index=br, state="up")
