@@ -4,16 +4,24 @@ A topology is the spec's FIG. 1 (or FIG. 4) drawn as data:
 
 * *segments* — layer-2 networks. The ``public`` segment stands for the "real Internet 16" and
   carries TEST-NET addresses (198.51.100.0/24, 203.0.113.0/24, RFC 5737); each ``lan`` segment is a
-  "virtual network" (10.x). A backend builds a segment as a bridge.
+  "virtual network" (10.x); a ``carrier`` segment is the shared address space between a
+  carrier-grade NAT and its subscribers' home NATs (100.64.0.0/10, RFC 6598). A backend builds a
+  segment as a bridge.
 * *nodes* — hosts with a role: ``server`` (location server 20/22/24), ``sink`` (a public host that
   receives cut-in traffic and runs the RFC 5780 STUN server), ``router`` (NAT-based router 14/18:
-  one public link = WAN, one lan link = LAN), ``peer`` (points A and B), ``noise`` (the "users of
-  another virtual IP" who cut in), ``directory`` (the Redis that location servers share instead of
-  linking to each other: ``dp2pt server --directory``).
+  two links, the WAN one towards the public segment and the LAN one), ``peer`` (points A and B),
+  ``noise`` (the "users of another virtual IP" who cut in), ``directory`` (the Redis that location
+  servers share instead of linking to each other: ``dp2pt server --directory``).
+
+Routers chain: a home NAT whose WAN sits on a carrier segment has a ``gateway`` (the carrier
+NAT's address there), like a LAN host. A router's WAN link is the one on the segment nearest the
+public one (``public`` > ``carrier`` > ``lan``), or the segment its ``wan`` key names.
 
 Routes are explicit and computed here (:meth:`Topology.routes`): public hosts and routers know the
-public subnets as on-link (they share one bridge) and *nothing else*; LAN hosts have a default
-route via their router. So the only way from one LAN to another is through both NATs.
+public subnets as on-link (they share one bridge) and *nothing else*; every node with a gateway
+(LAN hosts, subscribers on a carrier segment, nested routers) has a default route via it. So the
+only way from one LAN to another is through the NATs of both, and a nested NAT's traffic through
+its carrier NAT.
 """
 
 from __future__ import annotations
@@ -33,7 +41,10 @@ TOPOLOGY_DIR = Path(__file__).parent / "topologies"
 DEFAULT_TOPOLOGY = "fig1"
 
 ROLES = ("server", "sink", "router", "peer", "noise", "directory")
-SEGMENT_KINDS = ("public", "lan")
+#: Segment kinds, from the public segment inwards (a router's WAN is its link nearest the public one).
+SEGMENT_KINDS = ("public", "carrier", "lan")
+#: RFC 6598 shared address space: where a carrier segment's subnets must lie.
+SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")  # short: node names end up in interface names
 
 
@@ -72,6 +83,7 @@ class Node:
     links: tuple[Link, ...]
     gateway: str | None = None
     nat: str | None = None  # a router's NAT profile when the world comes up (lab.world.nat)
+    wan: str | None = None  # a router's WAN segment, when the segment kinds do not tell
 
     def link(self, segment: str) -> Link:
         for link in self.links:
@@ -133,24 +145,34 @@ class Topology:
         n = self.node(router)
         if n.role != "router":
             raise UnknownNode(f"node {router!r} is a {n.role}, not a router")
-        wan = next(l.segment for l in n.links if self.segments[l.segment].kind == "public")
-        lan = next(l.segment for l in n.links if self.segments[l.segment].kind == "lan")
-        return wan, lan
+        return _wan_lan(n, self.segments)
+
+    def upstream_segment(self, node: str) -> str:
+        """The segment a node reaches the world through: a router's WAN, any other node's only link."""
+        n = self.node(node)
+        return self.router_segments(node)[0] if n.role == "router" else n.links[0].segment
 
     def router_of(self, node: str) -> str:
-        """The NAT router in front of a LAN host (``a`` -> ``nat-a``)."""
-        n = self.node(node)
-        seg = n.links[0].segment
+        """The NAT router in front of a node (``a`` -> ``nat-a``; a nested NAT -> its carrier NAT)."""
+        seg = self.upstream_segment(node)
         for r in self.by_role("router"):
             if self.router_segments(r)[1] == seg:
                 return r
         raise UnknownNode(f"node {node!r} is not behind a router")
 
+    def nat_chain(self, node: str) -> list[str]:
+        """Every NAT a node's traffic crosses to the public segment, nearest first (double NAT: 2)."""
+        chain: list[str] = []
+        while self.segments[self.upstream_segment(chain[-1] if chain else node)].kind != "public":
+            chain.append(self.router_of(chain[-1] if chain else node))
+        return chain
+
     def lan_hosts(self, router: str, role: str | None = None) -> list[str]:
+        """Nodes on ``router``'s LAN side (nested routers included, by their WAN link)."""
         lan = self.router_segments(router)[1]
         return [
             n.name for n in self.nodes.values()
-            if n.role != "router" and any(l.segment == lan for l in n.links) and (role is None or n.role == role)
+            if n.name != router and self.upstream_segment(n.name) == lan and (role is None or n.role == role)
         ]
 
     def link_key(self, target: str) -> tuple[str, str]:
@@ -194,9 +216,10 @@ class Topology:
     def routes(self, node: str) -> list[Route]:
         """The explicit routes of ``node`` (besides the connected routes of its own addresses).
 
-        Public links get every public subnet on-link (one bridge carries both TEST-NETs); a LAN
-        host gets a default route via its gateway; routers get no default route at all, so a
-        packet for another LAN has nowhere to go but is dropped (no bypass of the NATs).
+        Public links get every public subnet on-link (one bridge carries both TEST-NETs); a node
+        with a gateway (LAN host, nested router) gets a default route via it; routers on the
+        public segment get no default route at all, so a packet for another LAN has nowhere to go
+        but is dropped (no bypass of the NATs).
         """
         n = self.node(node)
         routes: list[Route] = []
@@ -207,8 +230,7 @@ class Topology:
             own = {str(seg.subnet_of(ip)) for ip in link.ips}
             routes += [Route(net, seg.name) for net in seg.subnets if net not in own]
         if n.gateway:
-            seg = next(l.segment for l in n.links if self.segments[l.segment].subnet_of(n.gateway))
-            routes.append(Route("default", seg, n.gateway))
+            routes.append(Route("default", self.upstream_segment(node), n.gateway))
         return routes
 
 
@@ -262,6 +284,8 @@ def from_dict(data: Any, default_name: str = "topology") -> Topology:
             nets = tuple(str(ipaddress.IPv4Network(s)) for s in subnets)
         except ValueError as exc:
             raise ConfigError(f"segment {sname!r}: {exc}") from None
+        if kind == "carrier" and not all(ipaddress.IPv4Network(n).subnet_of(SHARED_ADDRESS_SPACE) for n in nets):
+            raise ConfigError(f"segment {sname!r}: a carrier segment lives in {SHARED_ADDRESS_SPACE} (RFC 6598)")
         segments[sname] = Segment(sname, kind, nets)
     if sum(1 for s in segments.values() if s.kind == "public") != 1:
         raise ConfigError("a topology needs exactly one segment of kind 'public'")
@@ -289,7 +313,11 @@ def from_dict(data: Any, default_name: str = "topology") -> Topology:
         if not links:
             raise ConfigError(f"node {nname!r}: needs at least one link")
         gateway = ndef.get("gateway")
-        node = Node(nname, role, tuple(links), str(gateway) if gateway else None, _nat_of(nname, role, ndef.get("nat")))
+        wan = ndef.get("wan")
+        if wan is not None and (role != "router" or wan not in (l.segment for l in links)):
+            raise ConfigError(f"node {nname!r}: 'wan' names one of a router's own segments")
+        node = Node(nname, role, tuple(links), str(gateway) if gateway else None,
+                    _nat_of(nname, role, ndef.get("nat")), wan)
         _check_role_links(node, segments)
         nodes[nname] = node
     if not nodes:
@@ -297,6 +325,7 @@ def from_dict(data: Any, default_name: str = "topology") -> Topology:
     topo = Topology(name, segments, nodes, str(data.get("description", "")), data)
     _check_unique_addresses(topo)
     _check_gateways(topo)
+    _check_chains(topo)
     return _with_link_section(topo, data)
 
 
@@ -347,17 +376,38 @@ def _subnet_or_none(seg: Segment, ip: str, node: str) -> ipaddress.IPv4Network:
     return net
 
 
+def _wan_lan(node: Node, segments: dict[str, Segment]) -> tuple[str, str]:
+    """A router's (WAN, LAN) segments: ``wan`` if given, else the link nearest the public segment."""
+    segs = [l.segment for l in node.links]
+    if node.wan:
+        wan = node.wan
+    else:
+        rank = {s: SEGMENT_KINDS.index(segments[s].kind) for s in segs}
+        wan = min(segs, key=rank.__getitem__)
+        if sorted(rank.values()).count(rank[wan]) > 1:
+            raise ConfigError(f"router {node.name!r}: both links on {segments[wan].kind} segments; "
+                              "say which is the WAN with 'wan: SEGMENT'")
+    return wan, next(s for s in segs if s != wan)
+
+
 def _check_role_links(node: Node, segments: dict[str, Segment]) -> None:
     kinds = [segments[l.segment].kind for l in node.links]
     if node.role == "router":
-        if sorted(kinds) != ["lan", "public"]:
-            raise ConfigError(f"router {node.name!r}: needs exactly one public link (WAN) and one lan link")
+        if len(kinds) != 2 or "public" in kinds and kinds.count("public") != 1:
+            raise ConfigError(f"router {node.name!r}: needs exactly two links, one WAN (towards the public "
+                              "segment) and one LAN")
+        wan, _ = _wan_lan(node, segments)
+        if segments[wan].kind == "public" and node.gateway:
+            raise ConfigError(f"router {node.name!r}: a router on the public segment has no gateway")
+        if segments[wan].kind != "public" and not node.gateway:
+            raise ConfigError(f"router {node.name!r}: its WAN is not public, so it needs a gateway "
+                              "(the upstream NAT's address on its WAN segment)")
     elif node.role in ("server", "sink", "directory"):
         if kinds != ["public"]:
             raise ConfigError(f"{node.role} {node.name!r}: must sit on the public segment only")
     else:
-        if kinds != ["lan"]:
-            raise ConfigError(f"{node.role} {node.name!r}: must sit on exactly one lan segment")
+        if len(kinds) != 1 or kinds[0] == "public":
+            raise ConfigError(f"{node.role} {node.name!r}: must sit on exactly one lan segment (or carrier segment)")
         if not node.gateway:
             raise ConfigError(f"{node.role} {node.name!r}: needs a gateway (its router's LAN address)")
 
@@ -376,11 +426,22 @@ def _check_gateways(topo: Topology) -> None:
     for n in topo.nodes.values():
         if not n.gateway:
             continue
-        seg = n.links[0].segment
+        seg = topo.upstream_segment(n.name)
         owners = [
             r for r in topo.by_role("router")
-            if n.gateway in topo.addresses(r, topo.router_segments(r)[1])
-            and topo.router_segments(r)[1] == seg
+            if r != n.name and topo.router_segments(r)[1] == seg and n.gateway in topo.addresses(r, seg)
         ]
         if not owners:
             raise ConfigError(f"node {n.name!r}: gateway {n.gateway} is no router's LAN address on {seg!r}")
+
+
+def _check_chains(topo: Topology) -> None:
+    """Every router leads to the public segment (no loop of NATs behind each other)."""
+    for r in topo.by_role("router"):
+        seen = {r}
+        node = r
+        while topo.segments[topo.upstream_segment(node)].kind != "public":
+            node = topo.router_of(node)
+            if node in seen:
+                raise ConfigError(f"router {r!r}: its chain of NATs loops back ({', '.join(sorted(seen))})")
+            seen.add(node)
