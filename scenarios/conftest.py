@@ -105,6 +105,22 @@ def runner(lab_fig4, run_dir):
     r.close()
 
 
+@pytest.fixture(scope="session")
+def world_runner(backend, run_dir):
+    """``world_runner(name)``: a runner on a lab of that topology, made on first use, kept for the session."""
+    made: dict[str, Runner] = {}
+
+    def get(name: str) -> Runner:
+        if name not in made:
+            made[name] = Runner(_lab(backend, name), run_dir / f"matrix-{name}").start()
+        return made[name]
+
+    yield get
+    for r in made.values():
+        r.close()
+        r.lab.down()
+
+
 @pytest.fixture(scope="module")
 def lab_fig1(backend):
     lab = _lab(backend, "fig1")

@@ -38,6 +38,8 @@ DATA_COUNT = 3
 ICE_TIMEOUT = 4.5
 #: A user's program gets this long unless the cell says otherwise.
 COMMAND_TIMEOUT = 10.0
+#: A's local port in a collision cell (a neighbour takes the same one first, lab.scenarios.run).
+COLLISION_PORT = 40000
 
 
 class AgentKind:
@@ -71,7 +73,8 @@ class Dp2pt(AgentKind):
                   "--count", str(DATA_COUNT), *cell.peer_args]
         argv = ["dp2pt", "peer", "--id", env["LAB_ID"], "--server", server, *common]
         if env["LAB_ROLE"] == "A":
-            return argv + ["listen", "--sessions", "1"]
+            bind = ["--bind", f"0.0.0.0:{COLLISION_PORT}"] if cell.collision else []
+            return argv + bind + ["listen", "--sessions", "1"]
         argv += ["connect", env["LAB_PEER_ID"], "--variant", cell.protocol_variant]
         if cell.k:
             argv += ["--k", str(cell.k)]

@@ -11,6 +11,12 @@ in the ``command`` column (the default matrix has none: a command is a user's).
 
 Cut-ins are crossed only with the NATs where they mean something (sequential allocators: on a
 port-preserving or random NAT a neighbour's flow does not move the peer's next port).
+
+The NAT zoo (issue 12) adds cells in other worlds (``world``: the ``zoo`` topology's double NAT,
+carrier-grade NAT and shared LAN, ``peers`` naming A and B, ``nats`` the profiles of the NATs
+between them and the public segment), address-dependent mapping, port blocks, hairpinning and port
+collisions. A cell whose punch would hairpin back to its own sender has no well-defined outcome
+(dp2pt's datagrams carry no sender role) and is refused here.
 """
 
 from __future__ import annotations
@@ -22,29 +28,38 @@ from pathlib import Path
 
 from lab.scenarios import expect
 from lab.errors import ConfigError
-from lab.world.nat import PROFILE_NAMES
 from lab.scenarios.run import Cell
 
 MATRIX_CSV = Path(__file__).resolve().parents[2] / "scenarios" / "matrix.csv"
-FIELDS = ("nat_a", "nat_b", "agent", "variant", "k", "schedule", "cut_a", "cut_b", "expect", "why", "command")
+FIELDS = ("nat_a", "nat_b", "agent", "variant", "k", "schedule", "cut_a", "cut_b", "world", "peers", "nats",
+          "noise_a", "collision", "expect", "why", "command")
 SEQ, RND, FULL, RC, PRC = (
     "symmetric-sequential", "symmetric-random", "full-cone", "restricted-cone", "port-restricted-cone",
 )
+ADM, CGN = "address-dependent", "cgnat"
+#: RFC 3489's four types plus the spec's sequential one: crossed pair by pair.
+TEXTBOOK = (FULL, RC, PRC, SEQ, RND)
 CUTS = [(a, b) for a in range(3) for b in range(3)]
+ZOO = dict(world="zoo")
+DOUBLE, SAME_CGN, SAME_LAN = dict(ZOO, peers="a,b"), dict(ZOO, peers="a,c"), dict(ZOO, peers="b,b2")
+
+
+def _hp(profile: str) -> str:
+    return f"{profile}:hairpin=1"
 
 
 def _groups() -> list[tuple[str, list[dict]]]:
-    pairs = [(a, b) for a in PROFILE_NAMES for b in PROFILE_NAMES]
+    pairs = [(a, b) for a in TEXTBOOK for b in TEXTBOOK]
     return [
         ("every NAT pair, basic protocol (FIG. 2): prediction x2+dx2 is right unless the NAT is random; "
          "EIF/ADF on one side lets a wrong guess from the other side through",
          [dict(nat_a=a, nat_b=b, variant="basic") for a, b in pairs]),
         ("simplified protocol (FIG. 3) assumes dx2 = 1: wrong on port-preserving NATs (dx2 = 0) and delta 2",
-         [dict(nat_a=p, nat_b=p, variant="simplified") for p in PROFILE_NAMES]
+         [dict(nat_a=p, nat_b=p, variant="simplified") for p in TEXTBOOK]
          + [dict(nat_a=f"{SEQ}:delta=2", nat_b=f"{SEQ}:delta=2", variant="simplified"),
             dict(nat_a=SEQ, nat_b=PRC, variant="simplified")]),
         ("improved protocol, k=6, no cut-in: row 1 of Diagram 1 is the basic guess",
-         [dict(nat_a=p, nat_b=p, variant="improved", k=6) for p in PROFILE_NAMES]
+         [dict(nat_a=p, nat_b=p, variant="improved", k=6) for p in TEXTBOOK]
          + [dict(nat_a=RND, nat_b=FULL, variant="improved", k=6),
             dict(nat_a=PRC, nat_b=SEQ, variant="improved", k=6)]),
         ("basic on sequential NATs with cut-ins: any cut-in moves the punch port off x2+dx2 (spec: failure)",
@@ -79,15 +94,83 @@ def _groups() -> list[tuple[str, list[dict]]]:
          "(where direct could work, which pair aioice nominates first is a race: not declared)",
          [dict(nat_a=a, nat_b=b, agent="ice", variant="turn") for a, b in pairs
           if expect.expected_ice(a, b) == "failed"]),
+        ("address-dependent mapping: the spec's two probes go to one address (P and P+1), so dx2 = 0 and x2 "
+         "is the mapping towards the server, not towards the other NAT; only an address-restricted or open "
+         "far side lets the punch from the new mapping in",
+         [dict(nat_a=ADM, nat_b=b, variant="basic") for b in (FULL, RC, PRC, SEQ, ADM)]
+         + [dict(nat_a=a, nat_b=ADM, variant="basic") for a in (FULL, PRC)]
+         + [dict(nat_a=ADM, nat_b=ADM, variant="improved", k=6), dict(nat_a=ADM, nat_b=ADM, variant="simplified"),
+            dict(nat_a=ADM, nat_b=RC, variant="improved", k=6)]),
+        ("port blocks (RFC 7422) on a single NAT: every LAN source address is a subscriber with its own "
+         "blocks, so a neighbour's flow is another subscriber's and does not move the peer's next port",
+         [dict(nat_a=CGN, nat_b=PRC, variant="basic"), dict(nat_a=CGN, nat_b=SEQ, variant="basic"),
+          dict(nat_a=f"{CGN}:order=random", nat_b=PRC, variant="basic"),
+          dict(nat_a=f"{SEQ}:block=64", nat_b=PRC, variant="basic"),
+          dict(nat_a=f"{SEQ}:block=64", nat_b=PRC, variant="basic", cut_a=2),
+          dict(nat_a=f"{RND}:block=64", nat_b=PRC, variant="basic"),
+          dict(nat_a=f"{RND}:block=64", nat_b=FULL, variant="basic"),
+          dict(nat_a=CGN, nat_b=PRC, variant="improved", k=6),
+          dict(nat_a=f"{SEQ}:block=64", nat_b=SEQ, variant="improved", k=6, cut_a=2),
+          dict(nat_a=f"{RND}:block=64", nat_b=PRC, variant="improved", k=6)]),
+        ("port collision: a neighbour already talks to probe 2's destination from A's port, so masquerade "
+         "keeps the port for probe 1 and draws a random one for probe 2: dx2 is noise and the prediction "
+         "misses; A's punch leaves from the newest mapping, which only an address-restricted or open far "
+         "side takes",
+         [dict(nat_a=PRC, nat_b=b, variant=v, collision=True) for b in (FULL, RC, PRC) for v in ("basic",)]
+         + [dict(nat_a=FULL, nat_b=PRC, variant="basic", collision=True),
+            dict(nat_a=PRC, nat_b=PRC, variant="improved", k=6, collision=True),
+            dict(nat_a=PRC, nat_b=RC, variant="improved", k=6, collision=True)]),
+        ("double NAT: A behind a home NAT behind the carrier-grade NAT cgn (100.64.0.0/10), B behind one NAT; "
+         "the probes see cgn's mapping of nat-a's mapping",
+         [dict(DOUBLE, nat_a=PRC, nat_b=PRC, nats=f"cgn={CGN}"), dict(DOUBLE, nat_a=FULL, nat_b=PRC, nats=f"cgn={CGN}"),
+          dict(DOUBLE, nat_a=SEQ, nat_b=PRC, nats=f"cgn={CGN}"), dict(DOUBLE, nat_a=PRC, nat_b=PRC, nats=f"cgn={SEQ}"),
+          dict(DOUBLE, nat_a=PRC, nat_b=PRC, nats=f"cgn={RND}"), dict(DOUBLE, nat_a=PRC, nat_b=FULL, nats=f"cgn={RND}"),
+          dict(DOUBLE, nat_a=PRC, nat_b=SEQ, nats=f"cgn={CGN}", variant="improved", k=6),
+          dict(DOUBLE, nat_a=PRC, nat_b=PRC, nats=f"cgn={RND}", variant="improved", k=6)]),
+        ("cut-ins on a CGN come from every subscriber: on a shared sequential CGN another subscriber's flow "
+         "takes A's predicted port; with port blocks only A's own household can; the improved variant covers "
+         "one cut-in when B's NAT is symmetric too (against a cone, A's punches share one destination, so one "
+         "flow, and Diagram 1's rows no longer line up)",
+         [dict(DOUBLE, nat_a=PRC, nat_b=SEQ, nats=f"cgn={SEQ}", cut_a=1, noise_a="subs"),
+          dict(DOUBLE, nat_a=PRC, nat_b=SEQ, nats=f"cgn={SEQ}", cut_a=1, noise_a="subs", variant="improved", k=6),
+          dict(DOUBLE, nat_a=PRC, nat_b=PRC, nats=f"cgn={SEQ}", cut_a=1, noise_a="subs", variant="improved", k=6),
+          dict(DOUBLE, nat_a=PRC, nat_b=SEQ, nats=f"cgn={SEQ}:block=64", cut_a=2, noise_a="subs"),
+          dict(DOUBLE, nat_a=PRC, nat_b=SEQ, nats=f"cgn={SEQ}:block=64", cut_a=2, noise_a="subs", variant="improved", k=6),
+          dict(DOUBLE, nat_a=PRC, nat_b=SEQ, nats=f"cgn={SEQ}:block=64", cut_a=1),
+          dict(DOUBLE, nat_a=PRC, nat_b=SEQ, nats=f"cgn={SEQ}:block=64", cut_a=1, variant="improved", k=6)]),
+        ("two subscribers of one CGN (A behind nat-a, B behind nat-c): both learn cgn's public address, so "
+         "every punch is addressed to cgn itself and only its hairpinning brings it back down",
+         [dict(SAME_CGN, nat_a=PRC, nat_b=PRC, nats=f"cgn={CGN}"), dict(SAME_CGN, nat_a=PRC, nat_b=PRC, nats=f"cgn={_hp(CGN)}"),
+          dict(SAME_CGN, nat_a=SEQ, nat_b=SEQ, nats=f"cgn={_hp(CGN)}"),
+          dict(SAME_CGN, nat_a=PRC, nat_b=PRC, nats=f"cgn={SEQ}:block=64,hairpin=1"),
+          dict(SAME_CGN, nat_a=PRC, nat_b=PRC, nats=f"cgn={_hp(RND)}"),
+          dict(SAME_CGN, nat_a=PRC, nat_b=PRC, nats=f"cgn={_hp(CGN)}", variant="improved", k=6),
+          dict(SAME_CGN, nat_a=SEQ, nat_b=SEQ, nats=f"cgn={_hp(CGN)}", variant="improved", k=6),
+          dict(SAME_CGN, nat_a=PRC, nat_b=PRC, nats=f"cgn={SEQ}:block=64,hairpin=1", variant="improved", k=6)]),
+        ("both peers on one LAN behind one NAT: the spec's protocol only knows public addresses, so the "
+         "punches go to the NAT's own WAN address; without hairpinning it drops them",
+         [dict(SAME_LAN, nat_a=p, nat_b=p) for p in (PRC, FULL, _hp(PRC), _hp(FULL), _hp(RC), _hp(RND), _hp(ADM))]
+         + [dict(SAME_LAN, nat_a=PRC, nat_b=PRC, variant="improved", k=6),
+            dict(SAME_LAN, nat_a=_hp(PRC), nat_b=_hp(PRC), variant="improved", k=6),
+            dict(SAME_LAN, nat_a=_hp(ADM), nat_b=_hp(ADM), variant="improved", k=6),
+            dict(SAME_LAN, nat_a=_hp(RND), nat_b=_hp(RND), variant="improved", k=6),
+            dict(SAME_LAN, nat_a=_hp(PRC), nat_b=_hp(PRC), variant="simplified")]),
     ]
 
 
 def default_cells() -> list[Cell]:
-    """Every cell of the matrix with its derived expectation."""
+    """Every cell of the matrix with its derived expectation.
+
+    Raises:
+        ConfigError: a cell whose punch returns to its own sender (no well-defined outcome).
+    """
     cells, seen = [], set()
     for why, rows in _groups():
         for row in rows:
-            cell = Cell(expect=expected(Cell(**row)), why=why, **row)
+            probe = Cell(**row)
+            if probe.agent == "dp2pt" and expect.returns_to_sender(*_model_args(probe)[0], **_model_args(probe)[1]):
+                raise ConfigError(f"cell {probe.id}: a punch would hairpin back to its sender; leave it out")
+            cell = Cell(expect=expected(probe), why=why, **row)
             if cell.id not in seen:
                 seen.add(cell.id)
                 cells.append(cell)
@@ -103,8 +186,15 @@ def expected(cell: Cell) -> str:
     if cell.agent == "ice":
         return expect.expected_ice(cell.nat_a, cell.nat_b, turn=cell.turn)
     if cell.agent == "dp2pt":
-        return expect.expected(cell.nat_a, cell.nat_b, cell.variant, cell.k, cell.schedule, cell.cut_a, cell.cut_b)
+        args, kw = _model_args(cell)
+        return expect.expected(*args, **kw)
     raise ConfigError(f"no model of what a {cell.agent} does: declare its expected outcome yourself")
+
+
+def _model_args(cell: Cell) -> tuple[tuple, dict]:
+    """dp2pt's model arguments for ``cell`` (lab.scenarios.expect.expected's)."""
+    return ((cell.nat_a, cell.nat_b, cell.variant, cell.k, cell.schedule, cell.cut_a, cell.cut_b),
+            dict(world=cell.world, peers=cell.peers, nats=cell.nats, noise_a=cell.noise_a, collision=cell.collision))
 
 
 def load(path: Path | str = MATRIX_CSV) -> list[Cell]:
@@ -122,6 +212,8 @@ def load(path: Path | str = MATRIX_CSV) -> list[Cell]:
                     variant=row["variant"] or None, k=int(row["k"]) if row["k"] else None,
                     schedule=row["schedule"] or None, cut_a=int(row["cut_a"]), cut_b=int(row["cut_b"]),
                     expect=row["expect"], why=row["why"], command=row.get("command") or None,
+                    world=row.get("world") or "", peers=row.get("peers") or "", nats=row.get("nats") or "",
+                    noise_a=row.get("noise_a") or "", collision=row.get("collision") == "1",
                 ))
             except (KeyError, ValueError, ConfigError) as exc:
                 raise ConfigError(f"{path}: row {n}: {exc}") from None
@@ -139,7 +231,8 @@ def write(path: Path | str = MATRIX_CSV, cells: list[Cell] | None = None) -> Non
         w.writeheader()
         for c in cells:
             w.writerow({"nat_a": c.nat_a, "nat_b": c.nat_b, "agent": c.agent, "variant": c.variant, "k": c.k or "",
-                        "schedule": c.schedule or "", "cut_a": c.cut_a, "cut_b": c.cut_b,
+                        "schedule": c.schedule or "", "cut_a": c.cut_a, "cut_b": c.cut_b, "world": c.world,
+                        "peers": c.peers, "nats": c.nats, "noise_a": c.noise_a, "collision": int(c.collision) or "",
                         "expect": c.expect, "why": c.why, "command": c.command or ""})
 
 

@@ -1,7 +1,10 @@
 """Run scenario cells on a running lab and classify each outcome (``direct`` / ``relayed`` / ``failed``).
 
 A *cell* is one point of the matrix: NAT-A profile x NAT-B profile x agent (what runs on A and B:
-dp2pt with its variant, ICE, a user's command; :mod:`lab.scenarios.agents`) x cut-ins on each side.
+dp2pt with its variant, ICE, a user's command; :mod:`lab.scenarios.agents`) x cut-ins on each side,
+in a *world* (a topology: FIG. 1/4 by default, or e.g. ``zoo`` with its double NAT, its carrier-grade
+NAT and its shared LAN), between two of its peers, with profiles for any other NAT on their paths
+(``nats``).
 :class:`Runner` keeps what is expensive alive for a whole session — the location server(s)
 (federated when the topology has two: spec FIG. 4, steps 7-1 and 13-1), one cut-in agent per noise
 host, and once a cell needs them the signalling rendezvous and a TURN server (coturn) — and per
@@ -17,7 +20,13 @@ through its CLI (docs/CONTRACT.md). The outcome is the path the capture shows
 (:func:`lab.world.capture.classify_path`), which must agree with what the agents claim; a program
 that claims nothing is judged by the capture alone. The cut-in window is the spec's: flows on A's
 side between its second probe (step 5) and its punch (step 16), on B's side between its second
-probe (step 11) and its punch (step 15); the agents fire when they see that probe cross the LAN.
+probe (step 11) and its punch (step 15); the agents fire when they see that probe cross the LAN
+(or, for a CGN's other subscribers, the carrier segment). A *collision* cell first has a neighbour
+of A talk to the server's alternate STUN port from A's own source port, so a port-preserving NAT
+cannot keep A's port for the second probe.
+
+When the two peers' paths meet in a NAT (same LAN, same carrier-grade NAT), the direct path is
+hairpinned by that NAT and judged from a capture of its inside segment (``inside.pcap``).
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from pathlib import Path
 from lab.agents import contract
 from lab.scenarios import agents
 from lab.scenarios.agents import PUNCH_TIMEOUT
-from lab.world import capture, nat, services, traffic
+from lab.world import capture, nat, services, topology, traffic
 from lab.world.backends.base import Lab, wait_for_line
 from lab.errors import ConfigError, MissingTool, ScenarioError
 
@@ -81,6 +90,11 @@ class Cell:
     turn: bool = False
     timeout: float | None = None
     peer_args: tuple[str, ...] = ()  # more `dp2pt peer` options for both peers (e.g. --stun, --discover-nat)
+    world: str = ""  # topology; "" = the runner's lab (FIG. 1 / FIG. 4)
+    peers: str = ""  # "a,c": which peers are A and B; "" = the world's first two
+    nats: str = ""  # profiles of the other NATs on the paths: "cgn=cgnat:block=8"
+    noise_a: str = ""  # the noise host cutting in on A's side; "" = the one on A's LAN
+    collision: bool = False  # a neighbour of A holds A's source port towards the server first (dp2pt)
 
     def __post_init__(self) -> None:
         kind = agents.get(self.agent)
@@ -108,8 +122,12 @@ class Cell:
             raise ConfigError("dp2pt uses no TURN server")
         if self.timeout is not None and not 0 < self.timeout <= 120:
             raise ConfigError("a cell's timeout must be 0..120 seconds")
-        nat.parse_profile(self.nat_a)
-        nat.parse_profile(self.nat_b)
+        for profile in (self.nat_a, self.nat_b, *(item.partition("=")[2] for item in self.nats.split())):
+            nat.parse_profile(profile)
+        if self.world:
+            topology.resolve(self.world)
+        if self.collision and self.agent != "dp2pt":
+            raise ConfigError("a collision cell binds dp2pt's port on A: dp2pt cells only")
 
     @property
     def id(self) -> str:
@@ -120,6 +138,14 @@ class Cell:
             v += "-turn" if self.turn and self.agent == "command" else ""
         safe = lambda s: re.sub(r"[^a-z0-9=.-]+", "_", s)  # noqa: E731
         extra = "__" + safe("".join(self.peer_args).replace("--", "+")) if self.peer_args else ""
+        if self.world:
+            extra += f"__{self.world}" + (f"-{safe(self.peers)}" if self.peers else "")
+        if self.nats:
+            extra += f"__{safe(self.nats)}"
+        if self.noise_a:
+            extra += f"__from-{self.noise_a}"
+        if self.collision:
+            extra += "__collision"
         return f"{safe(self.nat_a)}__{safe(self.nat_b)}__{v}__cut{self.cut_a}{self.cut_b}{extra}"
 
     @property
@@ -337,14 +363,16 @@ class Runner:
         return self.servers[0], self.servers[0]
 
     def timeouts(self, cell: Cell | None = None) -> tuple[float, float]:
-        """(session, punch) timeouts of ``cell``'s agent (dp2pt's by default): the instant lab's,
-        stretched by the links' round trips and loss (read from the lab now: ``dp2pt-lab link`` may
-        have changed them)."""
+        """(session, punch) timeouts of ``cell``'s agent (dp2pt's by default) between its peers: the
+        instant lab's, stretched by the links' round trips and loss (read from the lab now:
+        ``dp2pt-lab link`` may have changed them)."""
+        from lab.scenarios import expect
         from lab.world import linkctl
 
         topo = self.lab.topology
         base = agents.get(cell.agent).timeout(cell) if cell else agents.SESSION_TIMEOUT
-        rtt = linkctl.worst_round_trip_ms(self.lab, topo.by_role("peer")[:2] + self.servers) / 1000
+        peers = list(expect.peers_of(topo, cell.peers if cell else ""))
+        rtt = linkctl.worst_round_trip_ms(self.lab, peers + self.servers) / 1000
         lossy = linkctl.worst_loss(self.lab) > 0
         return (base + SESSION_RTTS * rtt + (LOSSY_SESSION_EXTRA if lossy else 0.0),
                 PUNCH_TIMEOUT + PUNCH_RTTS * rtt + (LOSSY_PUNCH_EXTRA if lossy else 0.0))
@@ -364,8 +392,11 @@ class Runner:
                                           timeout, turn).to_env())
         return envs[0], envs[1]
 
-    def _endpoints(self, cell: Cell, nat_a: str, nat_b: str) -> capture.Endpoints:
-        """Who is who on the public segment: the NATs' WANs, the servers' ports, the relay if any."""
+    def _endpoints(self, cell: Cell, nat_a: str, nat_b: str, inside: tuple[str, str, str] | None = None
+                   ) -> capture.Endpoints:
+        """Who is who on the public segment: the NATs' WANs, the servers' ports, the relay if any;
+        with ``inside`` (A's and B's addresses on a shared NAT's inside segment, that NAT's public
+        address) who is who on that segment instead."""
         topo = self.lab.topology
         listening = {(ip, port) for s in self.servers for ip in topo.addresses(s)
                      for port in (services.STUN_PORT, services.ALT_STUN_PORT)}
@@ -374,40 +405,57 @@ class Runner:
             relay = topo.address(self.servers[0])
             listening.add((relay, services.TURN_PORT))
             relays.add(relay)
+        if inside:
+            return capture.Endpoints(inside[0], inside[1], frozenset(listening), frozenset(relays), via=inside[2])
         return capture.Endpoints(topo.address(nat_a, topo.public), topo.address(nat_b, topo.public),
                                  frozenset(listening), frozenset(relays))
 
     def _run_once(self, cell: Cell, attempt: int) -> CellResult:
+        from lab.scenarios import expect
+
         lab, topo = self.lab, self.lab.topology
+        if cell.world and cell.world != topo.name:
+            raise ConfigError(f"cell {cell.id} is for world {cell.world}, this runner's lab is {topo.name}")
         kind = agents.get(cell.agent)
         t0 = time.monotonic()
         self._serial += 1
         cdir = self.run_dir / (cell.id if attempt == 1 else f"{cell.id}.try{attempt}")
         cdir.mkdir(parents=True, exist_ok=True)
-        peer_a, peer_b = topo.by_role("peer")[:2]
-        nat_a, nat_b = topo.router_of(peer_a), topo.router_of(peer_b)
+        peer_a, peer_b = expect.peers_of(topo, cell.peers)
+        chain_a, chain_b = topo.nat_chain(peer_a), topo.nat_chain(peer_b)
         srv_a, srv_b = self.servers_for(cell)
         if cell.agent != "dp2pt":
             self._service("rendezvous")
         if cell.turn:
             self._service("turn")
-        prof_a = lab.configure_nat(nat_a, cell.nat_a)
-        prof_b = lab.configure_nat(nat_b, cell.nat_b)
+        profiles = {r: lab.configure_nat(r, p)
+                    for r, p in expect.profiles_for(topo, peer_a, peer_b, cell.nat_a, cell.nat_b, cell.nats).items()}
+        # Where the two paths meet: the public segment, or the inside of the (innermost) NAT they share.
+        shared = [r for r in chain_a if r in chain_b]
+        meet = topo.router_segments(shared[0])[1] if shared else None
         session_timeout, punch_timeout = self.timeouts(cell)
         env_a, env_b = self._environments(cell, (peer_a, peer_b), (srv_a, srv_b), session_timeout)
         argv_a, argv_b = (kind.argv(cell, env, lab.python, punch_timeout) for env in (env_a, env_b))
 
-        cap = lab.capture(topo.public, cdir / "public.pcap", bpf="udp or tcp")  # TCP: control steps 1, 2, 7, 8, 13, 14
+        # TCP too: control steps 1, 2, 7, 8, 13, 14
+        caps = [lab.capture(topo.public, cdir / "public.pcap", bpf="udp or tcp")]
         armed: dict[str, tuple[str, int]] = {}
         try:
-            for peer, n, srv in ((peer_a, cell.cut_a, srv_a), (peer_b, cell.cut_b, srv_b)):
+            if meet:
+                caps.append(lab.capture(meet, cdir / "inside.pcap", bpf="udp"))
+            if cell.collision:
+                self._collide(peer_a, srv_a)
+            for peer, n, srv, noise in ((peer_a, cell.cut_a, srv_a, cell.noise_a), (peer_b, cell.cut_b, srv_b, "")):
                 if not n:
                     continue
-                noise = topo.lan_hosts(topo.router_of(peer), "noise")[0]
+                noise = noise or topo.lan_hosts(topo.router_of(peer), "noise")[0]
+                if noise in armed:
+                    raise ConfigError(f"cell {cell.id}: both sides would cut in from {noise}")
                 # The window opens at the peer's last probe: probe 2 (to the server's alternate
                 # port) normally, the only probe (to the main port) for the simplified protocol.
                 last = self.server_info[srv]["udp" if cell.variant == "simplified" else "alt"]
-                trig = traffic.Trigger(src=topo.address(peer), dst=last[0], dport=int(last[1]))
+                src = _address_seen_on(topo, peer, topo.upstream_segment(noise))
+                trig = traffic.Trigger(src=src, dst=last[0], dport=int(last[1]))
                 self.agents[noise].arm(traffic.plan_for(lab, noise, n, trig,
                                                            timeout=min(session_timeout + 2, traffic.MAX_DURATION)))
                 armed[noise] = (peer, n)
@@ -429,21 +477,27 @@ class Runner:
             for noise, (peer, n) in armed.items():
                 reports[noise] = self.agents[noise].result(session_timeout + 3)
         finally:
-            cap.stop()
-        for router in (nat_a, nat_b):
+            for cap in caps:
+                cap.stop()
+        for router in profiles:
             (cdir / f"conntrack-{router}.txt").write_text(lab.conntrack_dump(router))
             (cdir / f"nft-{router}.txt").write_text(lab.nft_dump(router))
 
-        sides = {peer_a: (nat_a, prof_a, res_a), peer_b: (nat_b, prof_b, res_b)}
-        cutins = self._check_cutins(cell, reports, armed, sides, cdir)
+        cutins = self._check_cutins(cell, reports, armed, {peer_a: (chain_a, res_a), peer_b: (chain_b, res_b)},
+                                    profiles, cdir)
         (cdir / "cutins.json").write_text(json.dumps(cutins, indent=2))
 
-        ends = self._endpoints(cell, nat_a, nat_b)
+        # A hairpinned path is seen on the inside of the innermost NAT both share, addressed to the
+        # outermost one's public address (the address the peers learnt).
+        inside = (_address_seen_on(topo, peer_a, meet), _address_seen_on(topo, peer_b, meet),
+                  topo.address(chain_a[-1], topo.public)) if meet else None
+        ends = self._endpoints(cell, chain_a[-1], chain_b[-1], inside)
+        pcap = cdir / ("inside.pcap" if meet else "public.pcap")
         (cdir / "addresses.json").write_text(json.dumps(
             {"nat_a": ends.wan_a, "nat_b": ends.wan_b, "servers": sorted({ip for ip, _ in ends.services}),
-             "relays": sorted(ends.relays)}))
-        verdict = capture.classify_path(cdir / "public.pcap", ends)
-        path = verdict.to_dict() | {"pcap": str(cdir / "public.pcap")}
+             "relays": sorted(ends.relays)} | ({"via": ends.via} if ends.via else {})))
+        verdict = capture.classify_path(pcap, ends)
+        path = verdict.to_dict() | {"pcap": str(pcap)}
         claim = kind.claim(res_a, res_b)
         path_error = None
         if claim is None:
@@ -454,18 +508,32 @@ class Runner:
         else:
             outcome = claim
         if cell.agent == "dp2pt":
-            report = capture.read_d2pt(cdir / "public.pcap")
+            report = capture.read_d2pt(pcap)
             path["d2pt"] = report.to_dict()["d2pt"]
             try:
                 if outcome == "direct":
                     capture.assert_direct(report, ends.wan_a, ends.wan_b,
-                                          [ip for s in self.servers for ip in topo.addresses(s)])
+                                          [ip for s in self.servers for ip in topo.addresses(s)], via=ends.via)
                 else:
                     capture.assert_no_direct_data(report)
             except capture.PathNotProven as exc:
                 path_error, outcome = path_error or str(exc), "failed"
         return CellResult(cell, outcome, cdir, res_a, res_b, cutins, path, path_error, attempt,
                           round(time.monotonic() - t0, 3), claim, b_started)
+
+    def _collide(self, peer: str, srv: str) -> None:
+        """Before the peer's probes, a neighbour of ``peer`` (a spoofed LAN source) sends one
+        datagram from ``peer``'s own port to the second probe's destination (the server's
+        alternate STUN port): a port-preserving NAT keeps the port for probe 1 but cannot for probe
+        2 (same remote, same external port) and draws another one."""
+        topo = self.lab.topology
+        noise = topo.lan_hosts(topo.router_of(peer), "noise")[0]
+        ip, dport = self.server_info[srv]["alt"]
+        plan = traffic.plan_for(self.lab, noise, 1, dst=ip, dport=int(dport), sport=agents.COLLISION_PORT)
+        self.agents[noise].arm(plan)
+        rep = self.agents[noise].result(5.0)
+        if rep.get("event") != "done":
+            raise ScenarioError(f"collision flow from {noise} not sent: {rep}")
 
     def _collect(self, proc: subprocess.Popen, stem: Path, wait: float) -> dict:
         try:
@@ -481,30 +549,58 @@ class Runner:
         stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
         return result
 
-    def _check_cutins(self, cell: Cell, reports: dict, armed: dict, sides: dict, cdir: Path) -> dict:
+    def _check_cutins(self, cell: Cell, reports: dict, armed: dict, sides: dict, profiles: dict, cdir: Path) -> dict:
         """Did every cut-in flow take its mapping inside the window (after probe 2, before the punch)?
 
-        On a sequential NAT the window is visible in the router's conntrack: the cut-in flows must
-        hold the ports right after the peer's second mapping (x2 + dx2, x2 + 2dx2, ...). A late
-        agent (a scheduling hiccup) shows up here and the cell is re-run, never misclassified.
+        When the NAT whose ports the peer reports (the outermost of its chain) allocates in
+        sequence for the cut-in flows and the peer alike (a shared sequential NAT, or port blocks
+        with the cut-ins from the peer's own household), the window is visible in its conntrack:
+        the cut-in flows, followed through any NAT before it, must hold the ports right after the
+        peer's second mapping (x2 + dx2, x2 + 2dx2, ...). A late agent (a scheduling hiccup) shows
+        up here and the cell is re-run, never misclassified. Elsewhere (other subscribers' blocks)
+        the agent's report must say every flow was sent.
         """
+        topo = self.lab.topology
         out: dict = {"in_window": True, "sides": {}}
         for noise, (peer, n) in armed.items():
             rep = reports.get(noise, {})
-            router, prof, res = sides[peer]
+            chain, res = sides[peer]
+            path = topo.nat_chain(noise)
+            outer = profiles[chain[-1]]
             side = {"noise": noise, "asked": n, "agent": rep}
             ok = rep.get("event") == "done" and rep.get("sent") == n
-            if ok and prof.allocation is nat.Allocation.SEQUENTIAL and res.get("mapped"):
-                mapped_ports = _cutin_ports((cdir / f"conntrack-{router}.txt").read_text(),
-                                            [tuple(f["flow"]) for f in rep["flows"]])
+            readable = (path[-1] == chain[-1] and outer.allocation is nat.Allocation.SEQUENTIAL
+                        and outer.mapping is nat.Mapping.APDM and (not outer.block or path[:-1] == chain[:-1] != []))
+            if ok and readable and res.get("mapped"):
+                flows = [tuple(f["flow"]) for f in rep["flows"]]
+                for inner in path[:-1]:  # what the flows look like after each NAT before the outer one
+                    flows = _through(topo, inner, (cdir / f"conntrack-{inner}.txt").read_text(), flows)
+                mapped_ports = _cutin_ports((cdir / f"conntrack-{chain[-1]}.txt").read_text(), flows)
                 x2 = int(res["mapped"][1])
-                want = sorted(x2 + prof.delta * (i + 1) for i in range(n))
+                want = sorted(x2 + outer.delta * (i + 1) for i in range(n))
                 side["mapped_ports"], side["expected_ports"] = mapped_ports, want
                 ok = sorted(mapped_ports) == want
             side["in_window"] = ok
             out["in_window"] = out["in_window"] and ok
             out["sides"][peer] = side
         return out
+
+
+def _through(topo: topology.Topology, router: str, conntrack_text: str, flows: list[tuple]) -> list[tuple]:
+    """The flows as they leave ``router`` (source: its WAN address and the port it mapped them to)."""
+    mapped = {(f.src, f.sport, f.dst, f.dport): f.mapped for f in nat.conntrack_udp_flows(conntrack_text)}
+    wan = topo.address(router, topo.router_segments(router)[0])
+    return [(wan, mapped[key], key[2], key[3]) for key in ((s, int(p), d, int(dp)) for s, p, d, dp in flows)
+            if key in mapped]
+
+
+def _address_seen_on(topo: topology.Topology, node: str, segment: str) -> str:
+    """The source address ``node``'s packets carry on ``segment``: its own, or that of the NAT of
+    its chain that sits there (A's packets cross the carrier segment as nat-a's)."""
+    for hop in [node, *topo.nat_chain(node)]:
+        if segment in (l.segment for l in topo.node(hop).links):
+            return topo.address(hop, segment)
+    raise ConfigError(f"{node}'s packets never cross segment {segment}")
 
 
 def _cutin_ports(conntrack_text: str, flows: list[tuple]) -> list[int]:

@@ -25,6 +25,13 @@ same two without the data condition, else ``none``.
 dp2pt's direct datagrams (magic ``b"D2PT"``, docs/CONTRACT.md) get a stricter check on top
 (:func:`read_d2pt`, :func:`assert_direct`): data both ways between the WANs and none via a
 location server — the spec's point, "without being transmitted by a third-party or a proxy server".
+
+When both peers sit behind one NAT (one LAN, or two subscribers of one carrier-grade NAT) the
+direct path never reaches the public segment: that NAT hairpins it. The capture is then of the
+NAT's inside segment, ``wan_a``/``wan_b`` are the two sides' addresses there and ``via`` the NAT's
+public address: the path is direct when each side's flow with ``via`` is open and carries data
+(``hairpin-A``, ``hairpin-B``), and dp2pt's data must go from each side to ``via`` and from
+``via`` to the other side.
 """
 
 from __future__ import annotations
@@ -148,11 +155,24 @@ def read_packets(pcaps: list[Path]) -> list[Packet]:
     return packets
 
 
-def assert_direct(report: PathReport, wan_a: str, wan_b: str, servers: list[str]) -> None:
-    """Raise :class:`PathNotProven` unless data went WAN-A <-> WAN-B directly and never via a server."""
-    via = [(s, d, k, n) for (s, d, k), n in report.flows.items() if s in servers or d in servers]
-    if via:
-        raise PathNotProven(f"{report.pcap.name}: D2PT datagrams to/from a location server: {via}")
+def assert_direct(report: PathReport, wan_a: str, wan_b: str, servers: list[str], via: str | None = None) -> None:
+    """Raise :class:`PathNotProven` unless data went WAN-A <-> WAN-B directly and never via a server.
+
+    With ``via`` (the public address of a NAT both sides sit behind), ``wan_a``/``wan_b`` are the
+    sides' addresses on that NAT's inside segment and the data must be hairpinned by it, both ways.
+    """
+    relayed = [(s, d, k, n) for (s, d, k), n in report.flows.items() if s in servers or d in servers]
+    if relayed:
+        raise PathNotProven(f"{report.pcap.name}: D2PT datagrams to/from a location server: {relayed}")
+    if via is not None:
+        legs = [(wan_a, via), (via, wan_b), (wan_b, via), (via, wan_a)]
+        missing = [leg for leg in legs if not report.count(*leg, "data")]
+        if missing:
+            raise PathNotProven(f"{report.pcap.name}: no hairpinned data on {missing} (D2PT seen: {dict(report.flows)})")
+        stray = [(s, d, k) for (s, d, k) in report.flows if (s, d) not in legs]
+        if stray:
+            raise PathNotProven(f"{report.pcap.name}: D2PT datagrams outside the hairpin path via {via}: {stray}")
+        return
     a_to_b = report.count(wan_a, wan_b, "data")
     b_to_a = report.count(wan_b, wan_a, "data")
     if not (a_to_b and b_to_a):
@@ -190,13 +210,14 @@ class Endpoints:
     wan_b: str
     services: frozenset = frozenset()
     relays: frozenset = frozenset()
+    via: str | None = None  # the public address of the NAT both sides sit behind (a hairpinned path)
 
 
 @dataclass
 class Flow:
     """One 5-tuple of a path leg; ``near`` is the NAT's WAN end, ``far`` the other end."""
 
-    leg: str  # "direct" | "relay-A" | "relay-B"
+    leg: str  # "direct" | "relay-A" | "relay-B" | "hairpin-A" | "hairpin-B"
     near: tuple[str, int]
     far: tuple[str, int]
     out: list = field(default_factory=list)  # (t, is_data) of datagrams near -> far
@@ -266,6 +287,8 @@ def classify_path(source: Path | Iterable[Packet], ends: Endpoints) -> PathVerdi
             if wans[near[0]] == "B":  # one key per 5-tuple: A's end first
                 near, far, outbound = far, near, not outbound
             leg, is_data = "direct", not is_stun(d.payload)
+        elif ends.via is not None and far[0] == ends.via and far not in ends.services:
+            leg, is_data = f"hairpin-{wans[near[0]]}", not is_stun(d.payload)
         elif far[0] in ends.relays:
             if far in ends.services and not is_relayed_data(d.payload):
                 verdict.probes += 1
@@ -287,6 +310,8 @@ def classify_path(source: Path | Iterable[Packet], ends: Endpoints) -> PathVerdi
 def _judge(flows: list[Flow]) -> str:
     for test in (lambda f: f.carries_data, lambda f: f.open):
         if any(f.leg == "direct" and test(f) for f in flows):
+            return "direct"
+        if all(any(f.leg == f"hairpin-{side}" and test(f) for f in flows) for side in "AB"):
             return "direct"
         if all(any(f.leg == f"relay-{side}" and test(f) for f in flows) for side in "AB"):
             return "relayed"

@@ -302,7 +302,7 @@ def _uplinks(topology: Any, node: str) -> list[tuple[str, str]]:
         n = topology.node(node)
         if _is_public(topology, n):
             return out + [(node, topology.public)]
-        lan = n.links[0].segment
+        lan = topology.upstream_segment(node)  # a nested NAT's WAN, whatever order its links are listed in
         router = topology.router_of(node)
         out += [(node, lan), (router, lan)]
         node = router

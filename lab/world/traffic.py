@@ -12,9 +12,14 @@ raw socket sends them
   STUN probe, spec step 5, seen on the LAN — the LAN bridge floods like a hub), the flows go out
   as soon as the trigger frame passes, i.e. between the peer's second probe and its punch.
 
+On a carrier segment (a CGN's shared address space) the noise host stands for the CGN's other
+subscribers: each spoofed source is a subscriber of its own, so the load of a whole carrier
+network cuts in through one agent. A plan may also pin the source port (``sport``): a second LAN
+host using the peer's own port makes the port-preserving NAT's preservation fail (a collision).
+
 Everything is bounded: at most :data:`MAX_FLOWS` datagrams, :data:`MAX_RATE` per second, and
-:data:`MAX_DURATION` seconds; sources must be private (10/8) and destinations in the lab's
-TEST-NET public segment, so no byte can leave the lab.
+:data:`MAX_DURATION` seconds; sources must be private (10/8) or shared (100.64/10) addresses and
+destinations in the lab's TEST-NET public segment, so no byte can leave the lab.
 
 The sending side runs as an *agent* inside the noise node (``python -m lab.world.traffic agent``): it
 imports scapy once per lab session and takes one JSON command per line on stdin, answering JSON
@@ -45,7 +50,7 @@ MAX_RATE = 2000.0  # datagrams per second
 MAX_DURATION = 30.0  # seconds, for one command (waiting for the trigger included)
 #: Where cut-in datagrams may go: the lab's public segment only (RFC 5737 TEST-NETs).
 ALLOWED_DESTINATIONS = (ipaddress.IPv4Network("198.51.100.0/24"), ipaddress.IPv4Network("203.0.113.0/24"))
-ALLOWED_SOURCES = ipaddress.IPv4Network("10.0.0.0/8")
+ALLOWED_SOURCES = (ipaddress.IPv4Network("10.0.0.0/8"), ipaddress.IPv4Network("100.64.0.0/10"))
 SINK_PORT = 9  # discard
 PAYLOAD = b"cut-in"
 ETH_P_ALL = 0x0003
@@ -90,6 +95,7 @@ class CutInPlan:
     timeout: float = 10.0  # give up waiting for the trigger after this long
     sources: tuple[str, ...] = ()  # spoofed source addresses, cycled; filled by plan_for()
     seed: int = 0
+    sport: int = 0  # every flow's source port; 0: a random one per flow
 
     def validate(self) -> None:
         """Refuse unbounded or unsafe plans (network safety: lab addresses only)."""
@@ -106,8 +112,10 @@ class CutInPlan:
         if self.flows and not self.sources:
             raise ConfigError("cut-in needs spoofed source addresses")
         for s in self.sources:
-            if ipaddress.IPv4Address(s) not in ALLOWED_SOURCES:
-                raise ConfigError(f"cut-in source {s} is not a private LAN address")
+            if not any(ipaddress.IPv4Address(s) in net for net in ALLOWED_SOURCES):
+                raise ConfigError(f"cut-in source {s} is not a private or shared (carrier) address")
+        if not 0 <= self.sport <= 65535:
+            raise ConfigError(f"cut-in source port must be 0..65535, not {self.sport}")
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -158,7 +166,7 @@ def build_datagrams(plan: CutInPlan) -> list[tuple[bytes, tuple[str, int, str, i
     out = []
     for i in range(plan.flows):
         src = plan.sources[i % len(plan.sources)]
-        sport = rng.randrange(30000, 60000)
+        sport = plan.sport or rng.randrange(30000, 60000)
         pkt = IP(src=src, dst=plan.dst, ttl=64) / UDP(sport=sport, dport=plan.dport) / PAYLOAD
         out.append((bytes(pkt), (src, sport, plan.dst, plan.dport)))
     return out
@@ -361,16 +369,17 @@ class TrafficAgent:
             self.proc = None
 
 
-def plan_for(lab: "Lab", noise: str, flows: int, trigger: Trigger | None = None, **kw) -> CutInPlan:
-    """A plan for noise host ``noise``: spoofed sources from its LAN, destination the sink."""
+def plan_for(lab: "Lab", noise: str, flows: int, trigger: Trigger | None = None, *, dst: str | None = None,
+             **kw) -> CutInPlan:
+    """A plan for noise host ``noise``: spoofed sources from its LAN, destination the sink (or ``dst``)."""
     topo = lab.topology
     node = topo.node(noise)
     seg = topo.segments[node.links[0].segment]
     used = [ip for n in topo.nodes for ip in topo.addresses(n)]
     sinks = topo.by_role("sink")
-    if not sinks:
+    if dst is None and not sinks:
         raise ConfigError("the topology has no sink node for cut-in traffic")
-    return CutInPlan(flows, topo.address(sinks[0]), trigger=trigger,
+    return CutInPlan(flows, dst or topo.address(sinks[0]), trigger=trigger,
                      sources=lan_sources(seg.subnets[0], used), **kw)
 
 

@@ -120,3 +120,24 @@ def test_classify_path_reads_a_pcap(tmp_path):
                        Ether() / IP(src=WAN_A, dst=WAN_B) / UDP(sport=20001, dport=30001) / b"z"])
     v = capture.classify_path(path, ENDS)
     assert v.path == "direct" and v.to_dict()["flows"][0]["out"] == 2
+
+
+def test_hairpinned_data_is_proven_on_the_inside_segment(tmp_path):
+    """Two peers behind one NAT: every datagram goes to its public address and comes back down."""
+    a, b, via = "100.64.0.2", "100.64.0.3", "198.51.100.1"
+    legs = [d2pt(a, via, 3), d2pt(via, b, 3), d2pt(b, via, 3), d2pt(via, a, 3)]
+    capture.assert_direct(write(tmp_path, legs), a, b, [], via=via)
+    with pytest.raises(capture.PathNotProven, match="no hairpinned data"):
+        capture.assert_direct(write(tmp_path, legs[:2]), a, b, [], via=via)
+    with pytest.raises(capture.PathNotProven, match="outside the hairpin path"):
+        capture.assert_direct(write(tmp_path, legs + [d2pt(a, b, 3)]), a, b, [], via=via)
+
+
+def test_a_path_hairpinned_by_a_shared_nat_is_direct():
+    """On a shared NAT's inside segment: each side's flow with the NAT's public address is a leg."""
+    a, b, via = ("10.2.0.10", 41000), ("10.2.0.11", 42000), "203.0.113.1"
+    ends = capture.Endpoints(a[0], b[0], frozenset({(SERVER, 3478)}), via=via)
+    legs = [dg(0.0, a, (via, 42000)), dg(0.1, (via, 41000), b), dg(0.2, b, (via, 41000)), dg(0.3, (via, 42000), a),
+            dg(0.4, a, (via, 42000)), dg(0.5, (via, 41000), b)]
+    assert capture.classify_path(legs, ends).path == "direct"
+    assert capture.classify_path(legs[:3], ends).path == "none"  # B's leg never opened both ways

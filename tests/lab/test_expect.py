@@ -70,7 +70,7 @@ def test_matrix_covers_every_profile_pair_and_variant():
     assert {"direct", "failed"} == {c.expect for c in cells}
 
 
-#: ICE between the five profiles (rows NAT-A, columns NAT-B, in PROFILE_NAMES order): a mapping
+#: ICE between the five textbook profiles (rows NAT-A, columns NAT-B, in matrix.TEXTBOOK order): a mapping
 #: that depends on the destination (symmetric) defeats the srflx address unless the far NAT filters
 #: by address only (or not at all), so that a peer-reflexive address gets through.
 ICE_GRID = """
@@ -84,8 +84,8 @@ direct direct failed failed failed
 
 def test_ice_outcomes_over_the_profile_grid():
     rows = [line.split() for line in ICE_GRID.strip().splitlines()]
-    for i, a in enumerate(PROFILE_NAMES):
-        for j, b in enumerate(PROFILE_NAMES):
+    for i, a in enumerate(matrix.TEXTBOOK):
+        for j, b in enumerate(matrix.TEXTBOOK):
             assert expect.expected_ice(a, b) == rows[i][j], (a, b)
             assert expect.expected_ice(a, b, turn=True) == ("relayed" if rows[i][j] == "failed" else "direct")
 
@@ -95,3 +95,47 @@ def test_ice_needs_a_retransmission_on_restricted_cones():
     B's check opens NAT-B towards NAT-A's address, and A's retransmission passes (one round is not enough)."""
     assert expect.expected_ice(SEQ, "restricted-cone") == "direct"
     assert expect.expected_ice(SEQ, "restricted-cone", rounds=1) == "failed"
+
+
+ZOO = dict(world="zoo")
+PRC, FULL = "port-restricted-cone", "full-cone"
+
+
+def test_same_lan_needs_hairpinning_and_no_sender_sees_its_own_punch():
+    same = dict(ZOO, peers="b,b2")
+    assert expect.expected(PRC, PRC, **same) == "failed"
+    assert expect.expected(f"{PRC}:hairpin=1", f"{PRC}:hairpin=1", **same) == "direct"
+    # A shared sequential NAT maps B's predicted port to B's own first probe: no defined outcome.
+    assert expect.returns_to_sender(f"{SEQ}:hairpin=1", f"{SEQ}:hairpin=1", **same)
+    assert not expect.returns_to_sender(f"{PRC}:hairpin=1", f"{PRC}:hairpin=1", **same)
+
+
+def test_address_dependent_mapping_hides_from_the_spec_probes():
+    assert expect.expected("address-dependent", PRC) == "failed"  # dx2 = 0, x2 is the server's mapping
+    assert expect.expected("address-dependent", "restricted-cone") == "direct"
+
+
+def test_port_blocks_shield_a_subscriber_from_the_others_cut_ins():
+    double = dict(ZOO, peers="a,b", noise_a="subs")
+    assert expect.expected(PRC, PRC, cut_a=1, nats=f"cgn={SEQ}", **double) == "failed"
+    assert expect.expected(PRC, PRC, cut_a=1, nats=f"cgn={SEQ}:block=64", **double) == "direct"
+    assert expect.expected(PRC, PRC, cut_a=1, nats=f"cgn={SEQ}:block=64", world="zoo", peers="a,b") == "failed"
+
+
+def test_two_subscribers_of_one_cgn_need_its_hairpinning():
+    same_cgn = dict(ZOO, peers="a,c")
+    assert expect.expected(PRC, PRC, nats="cgn=cgnat", **same_cgn) == "failed"
+    assert expect.expected(PRC, PRC, nats="cgn=cgnat:hairpin=1", **same_cgn) == "direct"
+
+
+def test_a_collision_on_probe_2_makes_dx2_noise():
+    assert expect.expected(PRC, PRC) == "direct"
+    assert expect.expected(PRC, PRC, collision=True) == "failed"
+    assert expect.expected(PRC, FULL, collision=True) == "direct"  # A's punch from its newest mapping gets in
+
+
+def test_a_nat_between_a_peer_and_the_public_segment_needs_a_profile():
+    from lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cgn"):
+        expect.expected(PRC, PRC, world="zoo", peers="a,b")

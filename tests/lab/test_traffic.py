@@ -88,3 +88,14 @@ def test_datagrams_are_distinct_flows_from_spoofed_lan_sources():
 def test_lan_sources_skip_used_addresses():
     srcs = traffic.lan_sources("10.1.0.0/24", ["10.1.0.100", "10.1.0.1"], n=3)
     assert srcs == ("10.1.0.101", "10.1.0.102", "10.1.0.103")
+
+
+def test_carrier_subscribers_and_a_pinned_source_port():
+    """A noise host on a CGN's carrier segment spoofs shared-address subscribers; a collision pins the port."""
+    from scapy.layers.inet import UDP
+
+    p = plan(flows=3, sources=("100.64.0.100", "100.64.0.101"), sport=40000)
+    p.validate()
+    assert {UDP(raw[20:]).sport for raw, _ in traffic.build_datagrams(p)} == {40000}
+    with pytest.raises(ConfigError):
+        plan(sport=70000).validate()
