@@ -61,9 +61,30 @@ def setup_router(topo, node: str, ifnames: dict[str, str]) -> str:
     from lab.world import nat
 
     profile = nat.parse_profile(os.environ.get("NAT_PROFILE") or topo.node(node).nat or "port-restricted-cone")
-    run(["nft", "-f", "-"], input=nat.render_ruleset(profile, nat.router_params(topo, node, ifnames)))
+    params = nat.router_params(topo, node, ifnames)
+    run(["nft", "-f", "-"], input=nat.render_ruleset(profile, params))
     check_sysctls(nat.conntrack_sysctls(profile))
+    if profile.block:
+        start_port_blocks(profile, params)
     return f"router {node} {profile.spec}"
+
+
+def start_port_blocks(profile, params) -> None:
+    """A port-block profile: its allocator (lab.world.pba) as a child of PID 1, then the rules that
+    queue new flows to it (the Docker backend does the same from the host: Lab.configure_nat)."""
+    from lab.world import nat
+
+    child = subprocess.Popen([sys.executable, "-m", "lab.world.pba", "serve", "--profile", profile.spec,
+                              "--wan-ip", params.wan_ip, "--pidfile", "/run/dp2pt/pba.pid",
+                              "--state", "/run/dp2pt/pba.state"], stdout=subprocess.PIPE, text=True)
+    line = child.stdout.readline()
+    if '"ready"' not in line:
+        raise NodeError(f"port-block allocator did not start (exit {child.poll()})")
+    for argv in nat.queue_rules(profile, params):
+        removal = argv[3] in ("-D", "-F", "-X")
+        done = subprocess.run(["iptables", *argv], capture_output=True, text=True)
+        if done.returncode and not removal:
+            raise NodeError(f"iptables {' '.join(argv)}: {done.stderr.strip()}")
 
 
 def check_sysctls(values: dict[str, str]) -> None:

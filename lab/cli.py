@@ -1,8 +1,10 @@
 """``dp2pt-lab``: bring labs up and down, configure NATs, run scenario cells, act inside nodes.
 
-    dp2pt-lab up [TOPOLOGY] [--nat-a PROFILE] [--nat-b PROFILE] [--prefix P] [--link NODE[:SEG]=COND ...]
+    dp2pt-lab up [TOPOLOGY] [--nat-a PROFILE] [--nat-b PROFILE] [--nat ROUTER=PROFILE] [--prefix P]
+                 [--link NODE[:SEG]=COND ...]
     dp2pt-lab run [SCENARIO|all] [--agent dp2pt|ice|command] [--nat-a P --nat-b P --variant V --k K
                   --cut-a N --cut-b N] [--command "PROG ARGS"] [--turn] [--timeout S] [--link ...]
+                  [--topology zoo --peers A,B --nat ROUTER=P --noise-a NODE --collision]
     dp2pt-lab link [NODE[:SEG]=COND ...] [--clear-all]   (a running lab's link conditions)
     dp2pt-lab exec NODE -- CMD [ARG...]
     dp2pt-lab nat ROUTER PROFILE          (re-load a router's NAT: fresh mappings)
@@ -44,13 +46,19 @@ def _select_lab(backend, prefix: str | None):
 
 
 def _nat_choices(topo, args) -> dict[str, str]:
-    """Router -> profile: ``--nat-a``/``--nat-b`` (or $NAT_A/$NAT_B for the compose world) over the
-    topology's declared profiles. A bad profile fails here, before anything is built."""
+    """Router -> profile: ``--nat-a``/``--nat-b`` (or $NAT_A/$NAT_B for the compose world) and
+    ``--nat ROUTER=PROFILE`` over the topology's declared profiles. A bad profile fails here, before
+    anything is built."""
     chosen = {r: topo.node(r).nat for r in topo.by_role("router") if topo.node(r).nat}
-    for router, profile in (("nat-a", args.nat_a), ("nat-b", args.nat_b)):
+    pairs = [("nat-a", args.nat_a), ("nat-b", args.nat_b)]
+    pairs += [tuple(item.split("=", 1)) if "=" in item else (item, "") for item in getattr(args, "nat", None) or []]
+    for router, profile in pairs:
         if profile:
-            topo.node(router)
+            if topo.node(router).role != "router":
+                raise ConfigError(f"{router!r} is not a router of {topo.name}")
             chosen[router] = nat.parse_profile(profile).spec
+        elif router not in ("nat-a", "nat-b"):
+            raise ConfigError(f"--nat {router!r}: use ROUTER=PROFILE (e.g. cgn=cgnat:block=64)")
     return chosen
 
 
@@ -149,8 +157,11 @@ def cmd_links(args) -> int:
 def cmd_profiles(args) -> int:
     for name in nat.PROFILE_NAMES:
         p = nat.parse_profile(name)
-        print(f"{name:22s} {p.mapping.name:4s}/{p.filtering.name:4s} {p.allocation.value:10s} {nat.DESCRIPTIONS[name]}")
-    print("parameters: NAME:delta=N,base=PORT,timeout=S  (e.g. symmetric-sequential:delta=2)")
+        alloc = p.allocation.value + (f"/block {p.block}" if p.block else "")
+        print(f"{name:22s} {p.mapping.name:4s}/{p.filtering.name:4s} {alloc:19s} {nat.DESCRIPTIONS[name]}")
+    print("parameters (NAME:key=value,...; e.g. port-restricted-cone:hairpin=1, symmetric-sequential:block=64):")
+    for key, meaning in nat.PARAMETERS.items():
+        print(f"  {key:8s} {meaning}")
     return 0
 
 
@@ -183,8 +194,10 @@ def cmd_verify_nat(args) -> int:
     for p in profiles:
         v = verdicts[p]
         bad += not v.matches
-        print(f"{p:30s} label {v.expected_mapping}/{v.expected_filtering}  "
-              f"natdiscovery {v.mapping}/{v.filtering}  {'OK' if v.matches else 'MISMATCH'}")
+        hp = lambda h: "hairpin" if h else "no-hairpin"  # noqa: E731
+        life = "" if v.lifetime is None else f"  lifetime alive/gone {v.lifetime[0]}/{not v.lifetime[1]}"
+        print(f"{p:40s} label {v.expected_mapping}/{v.expected_filtering}/{hp(v.expected_hairpin)}  "
+              f"natdiscovery {v.mapping}/{v.filtering}/{hp(v.hairpin)}{life}  {'OK' if v.matches else 'MISMATCH'}")
     return 1 if bad else 0
 
 
@@ -206,31 +219,38 @@ def cmd_run(args) -> int:
         if not (args.nat_a and args.nat_b):
             raise ConfigError("run needs a SCENARIO (cell id or 'all') or both --nat-a and --nat-b")
         agent = args.agent or ("command" if args.command else "dp2pt")
+        world = "" if args.topology in ("fig1", "fig4") else args.topology
         cells = [Cell(args.nat_a, args.nat_b, args.variant, args.k, args.schedule, args.cut_a, args.cut_b,
-                      agent=agent, command=args.command, turn=args.turn, timeout=args.timeout)]
+                      agent=agent, command=args.command, turn=args.turn, timeout=args.timeout,
+                      world=world, peers=args.peers or "", nats=" ".join(args.nat or []), noise_a=args.noise_a or "",
+                      collision=args.collision)]
     own = args.lab is None  # a lab of its own (0.3 s) rather than someone else's by accident
-    need_fig4 = any(c.variant == "distributed" for c in cells)
-    topo = _topology_with_links("fig4" if need_fig4 else args.topology, args)
     if not own and (args.link or args.link_seed is not None):
         raise ConfigError("--link applies to the lab run brings up; change a running lab's links with dp2pt-lab link")
     run_dir = new_run_dir(args.run_dir)  # before the lab: a failure here must not leave namespaces behind
-    lab = b.up(topo) if own else _select_lab(b, args.lab)
+    worlds: dict[str, list] = {}
+    for cell in cells:
+        worlds.setdefault(cell.world, []).append(cell)
     unexpected = 0
-    try:
-        with Runner(lab, run_dir) as runner:
-            for cell in cells:
-                r = runner.run(cell)
-                if cell.expect is None:
-                    mark = ""
-                else:
-                    mark = "  as expected" if r.as_expected else f"  UNEXPECTED (want {cell.expect})"
-                unexpected += not r.as_expected
-                err = r.path_error or r.a.get("error") or r.b.get("error") or ""
-                detail = f"  [{err}]" if err and not r.as_expected else ""
-                print(f"{cell.id:75s} {r.outcome:7s} {r.seconds:6.2f}s{mark}{detail}", flush=True)
-    finally:
-        if own:
-            lab.down()
+    for world, group in worlds.items():
+        need_fig4 = any(c.variant == "distributed" for c in group)
+        name = world or ("fig4" if need_fig4 else args.topology)
+        lab = b.up(_topology_with_links(name, args)) if own else _select_lab(b, args.lab)
+        try:
+            with Runner(lab, run_dir / world if world else run_dir) as runner:
+                for cell in group:
+                    r = runner.run(cell)
+                    if cell.expect is None:
+                        mark = ""
+                    else:
+                        mark = "  as expected" if r.as_expected else f"  UNEXPECTED (want {cell.expect})"
+                    unexpected += not r.as_expected
+                    err = r.path_error or r.a.get("error") or r.b.get("error") or ""
+                    detail = f"  [{err}]" if err and not r.as_expected else ""
+                    print(f"{cell.id:75s} {r.outcome:7s} {r.seconds:6.2f}s{mark}{detail}", flush=True)
+        finally:
+            if own:
+                lab.down()
     print(f"artifacts: {run_dir}")
     return 1 if unexpected else 0
 
@@ -311,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("topology", nargs="?", default=topology.DEFAULT_TOPOLOGY, help="fig1 (default), fig4, or a .yaml")
     up.add_argument("--nat-a", help="NAT profile of nat-a (see: dp2pt-lab profiles)")
     up.add_argument("--nat-b", help="NAT profile of nat-b")
+    up.add_argument("--nat", action="append", metavar="ROUTER=PROFILE", help="NAT profile of any router (repeatable)")
     up.add_argument("--prefix", help="lab prefix (default: a fresh d2pXXXXX)")
     _link_options(up)
     up.set_defaults(func=cmd_up)
@@ -318,9 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a scenario cell (or the whole matrix) and classify the outcome")
     run.add_argument("scenario", nargs="?", help="cell id from scenarios/matrix.csv, or 'all'")
     run.add_argument("--lab", help="prefix of a running lab to reuse (default: a fresh lab, removed afterwards)")
-    run.add_argument("--topology", default="fig1")
-    run.add_argument("--nat-a")
-    run.add_argument("--nat-b")
+    run.add_argument("--topology", default="fig1", help="fig1 (default), fig4, zoo or a .yaml: the cell's world")
+    run.add_argument("--nat-a", help="profile of the NAT nearest A")
+    run.add_argument("--nat-b", help="profile of the NAT nearest B")
+    run.add_argument("--nat", action="append", metavar="ROUTER=PROFILE",
+                     help="profile of another NAT on the peers' paths (zoo: --nat cgn=cgnat:hairpin=1)")
+    run.add_argument("--peers", help="A,B: which peers of the world (zoo: a,b double NAT; a,c one CGN; b,b2 one LAN)")
+    run.add_argument("--noise-a", help="noise host cutting in on A's side (zoo: subs, the CGN's other subscribers)")
+    run.add_argument("--collision", action="store_true",
+                     help="a neighbour of A talks to probe 2's destination from A's port first")
     run.add_argument("--agent", choices=("dp2pt", "ice", "command"),
                      help="what runs on A and B (default: every agent's cells with 'all', else dp2pt)")
     run.add_argument("--variant", help="dp2pt: basic (default), simplified, improved, distributed; "

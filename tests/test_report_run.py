@@ -80,3 +80,13 @@ def test_missing_run_dir_is_one_line_and_exit_2(tmp_path, capsys):
 def test_empty_run_dir_is_an_error(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 2
     assert "no cell directories" in capsys.readouterr().err
+
+
+def test_cells_of_another_world_get_their_own_panel():
+    """A zoo cell must not be pooled with the FIG. 4 cell of the same profiles: another world, other NATs."""
+    cell = {"nat_a": "eim", "nat_b": "eim", "variant": "basic", "agent": "dp2pt"}
+    zoo = dict(cell, world="zoo", peers="a,c", nats="cgn=cgnat:hairpin=1")
+    m = report.outcome_panels([{"cell": cell, "outcome": "direct"}, {"cell": zoo, "outcome": "failed"},
+                               {"cell": dict(cell, collision=True), "outcome": "failed"}])
+    assert set(m["dp2pt basic"]) == {("eim", "eim"), ("eim (collision)", "eim")}
+    assert set(m["dp2pt basic · zoo a,c"]) == {("eim + cgn=cgnat:hairpin=1", "eim")}

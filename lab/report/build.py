@@ -69,7 +69,8 @@ class Tally:
 
 
 def panel_name(cell: dict) -> str:
-    """The heatmap panel of a cell: its agent and variant (dp2pt's k and schedule included)."""
+    """The heatmap panel of a cell: its agent and variant (dp2pt's k and schedule included), and
+    its world and peers when it names them (the zoo's cells are not FIG. 4's)."""
     agent, variant = cell.get("agent", "dp2pt"), cell.get("variant") or "?"
     name = f"{agent} {variant}"
     if cell.get("k"):
@@ -78,7 +79,16 @@ def panel_name(cell: dict) -> str:
         name += f" {cell['schedule']}"
     if agent == "command" and cell.get("turn"):
         name += " +turn"
-    return name
+    world = " ".join(x for x in (cell.get("world"), cell.get("peers")) if x)
+    return name + (f" · {world}" if world else "")
+
+
+def nat_a_label(cell: dict) -> str:
+    """NAT-A's profile as a row names it: with the other NATs on the paths and a port collision."""
+    label = cell.get("nat_a", "?")
+    if cell.get("nats"):
+        label += f" + {cell['nats']}"
+    return label + (" (collision)" if cell.get("collision") else "")
 
 
 def axis_label(profile: str, cut_ins: int) -> str:
@@ -97,7 +107,7 @@ def outcome_panels(results: list[dict]) -> dict[str, dict[tuple[str, str], Tally
         cell = r.get("cell") or {}
         if not cell:
             continue
-        tally = panels[panel_name(cell)][(axis_label(cell.get("nat_a", "?"), cell.get("cut_a", 0)),
+        tally = panels[panel_name(cell)][(axis_label(nat_a_label(cell), cell.get("cut_a", 0)),
                                           axis_label(cell.get("nat_b", "?"), cell.get("cut_b", 0)))]
         tally.outcomes[r.get("outcome", "failed")] += 1
         if cell.get("expect"):

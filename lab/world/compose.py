@@ -117,6 +117,7 @@ def render(topo: Topology, source: Path) -> str:
             env["NAT_PROFILE"] = f"${{{var}:-{defaults[var]}}}"
             sysctls |= {
                 "net.ipv4.ip_forward": "1",
+                "net.ipv4.conf.all.send_redirects": "0",  # hairpinned packets leave by the way they came
                 "net.netfilter.nf_conntrack_udp_timeout": f"${{{var}_UDP_TIMEOUT:-{defaults[var + '_UDP_TIMEOUT']}}}",
                 "net.netfilter.nf_conntrack_udp_timeout_stream":
                     f"${{{var}_UDP_STREAM_TIMEOUT:-{defaults[var + '_UDP_STREAM_TIMEOUT']}}}",

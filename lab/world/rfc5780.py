@@ -3,9 +3,16 @@
 Our NAT profiles are only as good as their labels. This module asks a third party: coturn's
 ``turnserver`` runs STUN-only on the sink with two public addresses (RFC 5780 §4.2 needs an
 alternate address *and* port for its mapping and filtering tests), and
-``turnutils_natdiscovery -m -f`` runs on a peer behind the NAT under test. Its verdicts
+``turnutils_natdiscovery -H -m -f`` runs on a peer behind the NAT under test. Its verdicts
 ("NAT with Endpoint Independent Mapping!", "... Address and Port Dependent Filtering!") must
-equal the profile's RFC 4787 mapping and filtering behaviours.
+equal the profile's RFC 4787 mapping and filtering behaviours, and its hairpinning test (a second
+socket sends to the first one's mapped address; "Received a request (maybe a successful
+hairpinning)") must succeed exactly when the profile hairpins. A profile with a short mapping
+timeout (``timeout=`` at most :data:`LIFETIME_MAX` s) also gets the mapping lifetime test (``-t
+-T``: after T seconds the server answers to the first mapping from a second socket, RESPONSE-PORT):
+the mapping must live :data:`LIFETIME_MARGIN` s before its timeout and be gone as long after it.
+What an RFC 5780 client cannot see (port blocks, collisions) is read from the router's conntrack
+by scenarios instead (``scenarios/test_port_blocks.py``, the matrix's collision cells).
 
 The tool's filtering test waits out a few seconds per refused CHANGE-REQUEST, so
 :func:`across_labs` spreads the profiles over several labs side by side (two NATs each) and runs
@@ -31,9 +38,13 @@ STUN_PORT = 3478
 ALT_PORT = 3479
 #: Upper bound of a turnserver's life (coreutils timeout), should the lab forget to stop it.
 SERVER_LIFETIME = 300
-DISCOVERY_TIMEOUT = 30.0
+DISCOVERY_TIMEOUT = 40.0
+#: Profiles whose mapping timeout is at most this (seconds) get the lifetime test; it lasts about that long.
+LIFETIME_MAX = 10
+LIFETIME_MARGIN = 2
 T = TypeVar("T")
 _VERDICT = re.compile(r"NAT with (.+?) (Mapping|Filtering)!")
+HAIRPIN_SEEN = "successful hairpinning"
 _WORDS = {
     "Endpoint Independent": "endpoint-independent",
     "Address Dependent": "address-dependent",
@@ -49,10 +60,15 @@ class Verdict:
     mapping: str | None
     filtering: str | None
     output: str = ""
+    expected_hairpin: bool = False
+    hairpin: bool | None = None
+    #: Mapping lifetime test, when the profile's timeout is short: alive before it, gone after it.
+    lifetime: tuple[bool, bool] | None = None
 
     @property
     def matches(self) -> bool:
-        return (self.mapping, self.filtering) == (self.expected_mapping, self.expected_filtering)
+        return ((self.mapping, self.filtering) == (self.expected_mapping, self.expected_filtering)
+                and self.hairpin == self.expected_hairpin and self.lifetime in (None, (True, False)))
 
 
 def parse_discovery(text: str) -> tuple[str | None, str | None]:
@@ -117,14 +133,40 @@ class StunServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def parse_hairpin(text: str) -> bool:
+    """Whether ``turnutils_natdiscovery -H`` saw its own request come back through the NAT."""
+    return HAIRPIN_SEEN in text
+
+
+def parse_lifetime(text: str) -> bool:
+    """Whether ``turnutils_natdiscovery -t`` got the answer sent to its first mapping after the wait."""
+    return "RFC 5780 response 2" in text
+
+
 def discover(lab: Lab, stun: StunServer, router: str, profile: str) -> Verdict:
     """Configure ``router`` as ``profile`` and classify it from the peer behind it."""
     prof = lab.configure_nat(router, profile)
     client = lab.topology.lan_hosts(router, "peer")[0]
-    res = lab.exec(client, ["turnutils_natdiscovery", "-m", "-f", "-p", str(stun.port), stun.addresses[0]],
-                   check=False, timeout=DISCOVERY_TIMEOUT)
-    mapping, filtering = parse_discovery(res.stdout)
-    return Verdict(profile, prof.mapping.value, prof.filtering.value, mapping, filtering, res.stdout + res.stderr)
+    target = ["-p", str(stun.port), stun.addresses[0]]
+    runs = {"discovery": ["turnutils_natdiscovery", "-H", "-m", "-f", *target]}
+    if prof.udp_timeout <= LIFETIME_MAX:
+        for name, wait in (("alive", prof.udp_timeout - LIFETIME_MARGIN), ("gone", prof.udp_timeout + LIFETIME_MARGIN)):
+            runs[name] = ["turnutils_natdiscovery", "-t", "-T", str(max(wait, 1)), *target]
+    # Side by side: the lifetime tests mostly wait, each on sockets of its own.
+    procs = {name: lab.popen(client, argv) for name, argv in runs.items()}
+    out = {}
+    for name, proc in procs.items():
+        try:
+            stdout, stderr = proc.communicate(timeout=DISCOVERY_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            lab.stop(proc)
+            stdout, stderr = proc.communicate()
+        lab.stop(proc)
+        out[name] = (stdout or "") + (stderr or "")
+    mapping, filtering = parse_discovery(out["discovery"])
+    lifetime = (parse_lifetime(out["alive"]), parse_lifetime(out["gone"])) if "alive" in out else None
+    return Verdict(profile, prof.mapping.value, prof.filtering.value, mapping, filtering, "\n".join(out.values()),
+                   prof.hairpin, parse_hairpin(out["discovery"]), lifetime)
 
 
 def verify_all(backend, profiles: list[str], workdir: Path | None = None) -> dict[str, Verdict]:

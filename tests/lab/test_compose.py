@@ -22,7 +22,7 @@ def test_committed_compose_yaml_is_what_the_generator_writes():
         "(or lab/world/compose.py) and run `make compose-file`, never compose.yaml by hand")
 
 
-@pytest.mark.parametrize("name", ["fig1", "fig4"])
+@pytest.mark.parametrize("name", ["fig1", "fig4", "zoo"])
 def test_every_node_and_segment_of_the_topology_is_in_the_compose_file(name):
     source = topology.resolve(name)
     topo = topology.load(source)

@@ -66,7 +66,7 @@ class ComposeWorld:
         dockerlab.allow_bridges(compose.PROJECT, bridges)
         self._compose("up", "-d", "--no-build", "--remove-orphans", env=env)
         dockerlab.make_hubs([compose.bridge(self.topology, s.name)
-                             for s in self.topology.segments.values() if s.kind == "lan"])
+                             for s in self.topology.segments.values() if s.kind != "public"])
         self.wait_ready(lab)
         lab.apply_links()  # the topology's link conditions: a compose file has no place for them
         return lab
