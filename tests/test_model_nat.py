@@ -94,3 +94,22 @@ def test_random_allocation_is_reproducible_from_the_seed_and_not_sequential():
 def test_impossible_profiles_are_refused(kw):
     with pytest.raises(ConfigError):
         NatConfig(**kw)
+
+
+def test_port_blocks_keep_other_subscribers_out_of_a_peers_sequence():
+    nat = Nat(NatConfig(block=4, first_port=20000, port_min=20000, port_max=20063), "198.51.100.1", random.Random(1))
+    a1 = nat.outbound(("100.64.0.2", 5000), ("s", 3478))
+    other = nat.outbound(("100.64.0.9", 7000), ("sink", 9))  # another subscriber: its own block
+    a2 = nat.outbound(("100.64.0.2", 5000), ("s", 3479))
+    assert (a1, a2, other) == (20000, 20001, 20004)
+    ports = [nat.outbound(("100.64.0.2", 6000 + i), ("sink", 9)) for i in range(3)]
+    assert ports == [20002, 20003, 20008]  # a new block when the first is used up
+
+
+def test_port_blocks_in_random_order_stay_in_the_block():
+    nat = Nat(NatConfig(block=8, allocation=Allocation.RANDOM, port_min=20000, first_port=20000, port_max=20063),
+              "198.51.100.1", random.Random(3))
+    ports = [nat.outbound(("10.1.0.10", 5000), ("sink", 9 + i)) for i in range(8)]
+    assert sorted(ports) == list(range(20000, 20008)) and ports != sorted(ports)
+    with pytest.raises(ConfigError):
+        NatConfig(block=8, allocation=Allocation.PRESERVE)

@@ -68,6 +68,9 @@ def test_model_nat_mirrors_the_lab_profiles():
     assert (cone.mapping, cone.filtering, cone.allocation) == (Mapping.EIM, Filtering.EIF, Allocation.PRESERVE)
     rnd = study.model_nat(nat.parse_profile("symmetric-random"))
     assert (rnd.port_min, rnd.port_max) == nat.RANDOM_RANGE
+    cgn = study.model_nat(nat.parse_profile("cgnat:block=8"))  # port blocks: the allocator's pool
+    pool = nat.parse_profile("cgnat:block=8").pool()
+    assert (cgn.mapping, cgn.block, cgn.port_min, cgn.port_max) == (Mapping.EIM, 8, pool.start, pool.stop - 1)
 
 
 def test_model_nat_wraps_where_the_lab_numgen_map_wraps():

@@ -11,6 +11,9 @@ same behaviour here and on the kernel. What matters for the improved protocol (s
   delta per new mapping; that is what makes x2 + dx2 predictable and cut-ins harmful.
 - Filtering decides whether an inbound packet reaches the LAN: an APDF mapping only accepts the exact
   remote ip:port it sent to, so A's punch must come from the port B's punch was aimed at.
+- With port blocks (RFC 7422, a carrier-grade NAT's way to keep its logs small) each subscriber — an
+  internal address — allocates inside blocks of its own, so only flows of the peer's own subscriber
+  cut in; another subscriber's flows take ports in other blocks.
 
 A dropped inbound packet is ``None``, never an exception (after Tailscale's natlab ``PickIncomingDst``).
 """
@@ -58,9 +61,11 @@ class Allocation(StrEnum):
 @dataclass(frozen=True)
 class NatConfig:
     """A NAT profile. ``delta`` is the sequential allocator's step; ``first_port`` its first port.
+    ``block`` > 0: ports in blocks of that many per subscriber (internal address), taken from the
+    range in order, in sequence (SEQUENTIAL) or at random (RANDOM) inside a block.
 
     Raises:
-        ConfigError: a delta or port range that cannot work.
+        ConfigError: a delta, block or port range that cannot work.
     """
 
     mapping: Mapping = Mapping.APDM
@@ -70,6 +75,7 @@ class NatConfig:
     first_port: int = 20000
     port_min: int = PORT_MIN
     port_max: int = PORT_MAX
+    block: int = 0
 
     def __post_init__(self) -> None:
         if not PORT_MIN <= self.port_min < self.port_max <= PORT_MAX:
@@ -78,6 +84,9 @@ class NatConfig:
             raise ConfigError(f"first port {self.first_port} outside {self.port_min}-{self.port_max}")
         if not 1 <= self.delta < self.port_max - self.port_min:
             raise ConfigError(f"delta must be in 1..{self.port_max - self.port_min - 1}, got {self.delta}")
+        if self.block and (self.block < 1 or self.block > self.port_max - self.port_min + 1
+                           or self.allocation is Allocation.PRESERVE):
+            raise ConfigError(f"port blocks of {self.block} need a sequential or random allocator and a range that holds one")
 
 
 @dataclass
@@ -103,6 +112,9 @@ class Nat:
         self._next = config.first_port
         self._by_key: dict[tuple, _Binding] = {}
         self._by_port: dict[int, list[_Binding]] = {}
+        self._blocks: dict[str, list[int]] = {}  # subscriber -> first port of each of its blocks
+        self._cursor: dict[str, int] = {}
+        self._next_block = config.port_min
 
     def outbound(self, src: Endpoint, dst: Endpoint) -> int:
         """Translate an outbound packet; returns its external source port (allocating on a new mapping)."""
@@ -138,6 +150,8 @@ class Nat:
 
     def _allocate(self, src: Endpoint) -> int:
         cfg = self.config
+        if cfg.block:
+            return self._block_port(src[0])
         if cfg.allocation is Allocation.PRESERVE:
             holders = self._by_port.get(src[1], ())
             if cfg.port_min <= src[1] <= cfg.port_max and all(b.internal == src for b in holders):
@@ -149,6 +163,27 @@ class Nat:
                 if port not in self._by_port:
                     return port
         return self._sequential()
+
+    def _block_port(self, subscriber: str) -> int:
+        """The next port of the subscriber's current block (in order, or a random free one); a new
+        block from the range when it is used up (blocks are never given back in a model run)."""
+        cfg, blocks = self.config, self._blocks.setdefault(subscriber, [])
+        if cfg.allocation is Allocation.RANDOM and blocks:
+            free = [p for p in range(blocks[-1], blocks[-1] + cfg.block) if p not in self._by_port]
+            if free:
+                return self._rng.choice(free)
+        elif blocks and self._cursor[subscriber] < cfg.block:
+            self._cursor[subscriber] += 1
+            return blocks[-1] + self._cursor[subscriber] - 1
+        if self._next_block + cfg.block - 1 > cfg.port_max:
+            raise ConfigError(f"no port block left for {subscriber}")
+        blocks.append(self._next_block)
+        self._next_block += cfg.block
+        self._cursor[subscriber] = 1
+        if cfg.allocation is Allocation.RANDOM:
+            self._cursor[subscriber] = cfg.block
+            return self._rng.randint(blocks[-1], blocks[-1] + cfg.block - 1)
+        return blocks[-1]
 
     def _sequential(self) -> int:
         """The counter's port, even if a mapping to another destination holds it (as nf_nat does:

@@ -41,6 +41,10 @@ def model_nat(profile: "nat.NatProfile") -> NatConfig:
         allocation=Allocation[profile.allocation.name],
         delta=profile.delta,
     )
+    if profile.block:  # port blocks: the allocator's pool (lab/world/pba.py)
+        pool = profile.pool()
+        return NatConfig(**behaviours, first_port=pool.start, port_min=pool.start, port_max=pool.stop - 1,
+                         block=profile.block)
     if profile.allocation is nat.Allocation.SEQUENTIAL:
         slots = nat.sequential_slots(profile)  # the numgen map wraps to its first slot
         return NatConfig(**behaviours, first_port=slots[0], port_min=slots[0], port_max=slots[-1] + profile.delta - 1)
