@@ -29,9 +29,11 @@ location server — the spec's point, "without being transmitted by a third-part
 When both peers sit behind one NAT (one LAN, or two subscribers of one carrier-grade NAT) the
 direct path never reaches the public segment: that NAT hairpins it. The capture is then of the
 NAT's inside segment, ``wan_a``/``wan_b`` are the two sides' addresses there and ``via`` the NAT's
-public address: the path is direct when each side's flow with ``via`` is open and carries data
-(``hairpin-A``, ``hairpin-B``), and dp2pt's data must go from each side to ``via`` and from
-``via`` to the other side.
+public address. On that segment nothing but the NAT's hairpinning sends from ``via``, so a datagram
+from ``via`` to a side has passed the NAT: the path is direct when each side received data (else
+any datagram) from ``via`` (legs ``hairpin-A``, ``hairpin-B``). One 5-tuple need not carry both
+directions: under address-dependent mapping each side's sends and receipts ride two different
+hairpinned flows. dp2pt's data must go from each side to ``via`` and from ``via`` to the other.
 """
 
 from __future__ import annotations
@@ -308,10 +310,11 @@ def classify_path(source: Path | Iterable[Packet], ends: Endpoints) -> PathVerdi
 
 
 def _judge(flows: list[Flow]) -> str:
-    for test in (lambda f: f.carries_data, lambda f: f.open):
+    for test, received in ((lambda f: f.carries_data, lambda f: any(d for _, d in f.back)),
+                           (lambda f: f.open, lambda f: bool(f.back))):
         if any(f.leg == "direct" and test(f) for f in flows):
             return "direct"
-        if all(any(f.leg == f"hairpin-{side}" and test(f) for f in flows) for side in "AB"):
+        if all(any(f.leg == f"hairpin-{side}" and received(f) for f in flows) for side in "AB"):
             return "direct"
         if all(any(f.leg == f"relay-{side}" and test(f) for f in flows) for side in "AB"):
             return "relayed"

@@ -39,6 +39,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from lab.errors import ConfigError
 from lab.world import nat
 
 #: Seconds between two reads of the conntrack table (expiry of unused mappings and blocks).
@@ -351,8 +352,6 @@ def serve(prof: nat.NatProfile, wan_ip: str, pidfile: str | None, state: str | N
                         json.dump(blocks.snapshot(), f)
                     os.replace(tmp, state)
                 next_reconcile = now + RECONCILE_EVERY
-    except InterruptedError:
-        pass
     finally:
         q.close()
         if pidfile:
@@ -376,9 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prof = nat.parse_profile(args.profile)
         if not prof.block:
-            raise nat.UnknownProfile(f"profile {prof.spec} has no port blocks (block=N)")
+            raise ConfigError(f"profile {prof.spec} has no port blocks (block=N)")
         return serve(prof, args.wan_ip, args.pidfile, args.state)
-    except (nat.UnknownProfile, nat.UnsupportedNat, OSError) as exc:
+    except (ConfigError, OSError) as exc:
         print(f"lab.world.pba: error: {exc}", file=sys.stderr)
         return 2
 

@@ -140,4 +140,7 @@ def test_a_path_hairpinned_by_a_shared_nat_is_direct():
     legs = [dg(0.0, a, (via, 42000)), dg(0.1, (via, 41000), b), dg(0.2, b, (via, 41000)), dg(0.3, (via, 42000), a),
             dg(0.4, a, (via, 42000)), dg(0.5, (via, 41000), b)]
     assert capture.classify_path(legs, ends).path == "direct"
-    assert capture.classify_path(legs[:3], ends).path == "none"  # B's leg never opened both ways
+    assert capture.classify_path(legs[:3], ends).path == "none"  # nothing came back to A
+    # Address-dependent mapping: each side sends on one hairpinned flow and receives on another.
+    split = [dg(0.0, a, (via, 42000)), dg(0.1, (via, 41001), b), dg(0.2, b, (via, 41001)), dg(0.3, (via, 42001), a)]
+    assert capture.classify_path(split, ends).path == "direct"
