@@ -107,11 +107,12 @@ def _groups() -> list[tuple[str, list[dict]]]:
           dict(nat_a=f"{CGN}:order=random", nat_b=PRC, variant="basic"),
           dict(nat_a=f"{SEQ}:block=64", nat_b=PRC, variant="basic"),
           dict(nat_a=f"{SEQ}:block=64", nat_b=PRC, variant="basic", cut_a=2),
-          dict(nat_a=f"{RND}:block=64", nat_b=PRC, variant="basic"),
+          # Random order inside a block of N: a guess hits with odds about 1/N (with 64-port blocks
+          # improved k=6 wins about one run in twelve by luck), so the failed cell uses N = 2048.
+          dict(nat_a=f"{RND}:block=2048", nat_b=PRC, variant="basic"),
           dict(nat_a=f"{RND}:block=64", nat_b=FULL, variant="basic"),
           dict(nat_a=CGN, nat_b=PRC, variant="improved", k=6),
-          dict(nat_a=f"{SEQ}:block=64", nat_b=SEQ, variant="improved", k=6, cut_a=2),
-          dict(nat_a=f"{RND}:block=64", nat_b=PRC, variant="improved", k=6)]),
+          dict(nat_a=f"{SEQ}:block=64", nat_b=SEQ, variant="improved", k=6, cut_a=2)]),
         ("port collision: a neighbour already talks to probe 2's destination from A's port, so masquerade "
          "keeps the port for probe 1 and draws a random one for probe 2: dx2 is noise and the prediction "
          "misses; A's punch leaves from the newest mapping, which only an address-restricted or open far "
