@@ -249,7 +249,7 @@ class NfQueue:
         self._send(msg, NFQNL_MSG_CONFIG, ack=True)
         reply = self.sock.recv(4096)
         # An ack is an NLMSG_ERROR (type 2) whose error code is 0.
-        (length, kind), (error,) = struct.unpack_from("=IH", reply), struct.unpack_from("=i", reply, 16)
+        (kind,), (error,) = struct.unpack_from("=H", reply, 4), struct.unpack_from("=i", reply, 16)
         if kind == 2 and error:
             raise OSError(-error, f"NFQUEUE {self.queue}: {os.strerror(-error)} (is another allocator bound?)")
 
