@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     peer.add_argument("--timeout", type=_seconds, default=10.0, help="seconds a session may take")
     peer.add_argument("--punch-timeout", type=_seconds, default=2.0, help="seconds to wait for a direct datagram")
     peer.add_argument("--rto", type=_seconds, default=0.2, help="STUN initial retransmission timeout")
+    peer.add_argument("--order", choices=("sequential", "parallel"), default="sequential",
+                      help="connect: sequential (the spec's: B tests its NAT after A's report) or parallel (both "
+                           "test at once: three server round trips fewer)")
     peer.add_argument("--probe-burst", action="store_true",
                       help="send the second probe without waiting for the first answer (fewer cut-ins between them)")
     peer.add_argument("--discover-nat", action="store_true",
@@ -166,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="punch packets per side (improved; default 6; 'auto': from --cut-in-rate)")
     connect.add_argument("--cut-in-rate", type=_rate, help="measured new flows per ms on the NATs, for --k auto")
     connect.add_argument("--schedule", default="diagram1", help=f"hypothesis order (known: {', '.join(SCHEDULES)})")
+
     return parser
 
 
@@ -246,6 +250,7 @@ async def _peer(args: argparse.Namespace) -> int:
                         udp_control=args.udp_control, bind=args.bind,
                         stun=args.stun, timeout=args.timeout, punch_timeout=args.punch_timeout,
                         count=args.count, rto=args.rto, probe_burst=args.probe_burst, discover_nat=args.discover_nat,
+                        order=args.order,
                         allow=getattr(args, "allow", None))
     failures: list[dict[str, Any]] = []
 

@@ -67,6 +67,16 @@ def test_variants_reach_a_direct_path(variant, k):
     assert len(b["punch_ports"]) == k
 
 
+def test_parallel_order_tests_both_nats_at_once_and_goes_direct():
+    async def main():
+        async with location_server() as server:
+            return await pair(server, order="parallel")
+
+    a, b = asyncio.run(main())
+    check_direct(a, b)
+    assert a["order"] == b["order"] == "parallel"  # the order of the steps: tests/test_registry.py
+
+
 def test_simplified_sends_one_probe_and_aims_at_x1_plus_1():
     """FIG. 3 assumes a sequential NAT (delta 1). Loopback has no NAT: the port is kept, so the
     prediction x1 + 1 misses on both sides and the run must fail; the netns lab proves success

@@ -73,3 +73,16 @@ def test_the_simplified_protocol_reports_after_its_only_probe():
     t = Timeline.from_delays(10.0, 10.0, 5.0, probes=1)
     assert t.probe_spacing_ms == 0 and t.b_spacing_ms == 0
     assert t.a_punch(0) == pytest.approx(Timeline.from_delays(10.0, 10.0, 5.0).a_punch(0) - 2 * 20.0 - 2 * 0.41)
+
+
+def test_the_parallel_order_saves_three_server_round_trips():
+    zero = Timeline(probe_spacing_ms=0, a_probe2_to_b_probe1_ms=0, b_probe2_to_punch_ms=0, b_to_a_burst_ms=0,
+                    burst_gap_ms=0, wan_latency_ms=0)
+    d = 10.0  # each peer 10 ms from the server: a 20 ms server round trip
+    sequential = Timeline.from_delays(d, d, 5.0, base=zero)
+    parallel = Timeline.from_delays(d, d, 5.0, base=zero, order="parallel")
+    assert sequential.a_punch(0) == 14 * d and parallel.a_punch(0) == 8 * d
+    assert parallel.b_probe1 == 0 and parallel.b_punch(0) == 6 * d  # both reports in at 5d, B told at 6d
+    assert parallel.a_window_ms == 6 * d < sequential.a_window_ms == 12 * d  # fewer cut-ins fit
+    with pytest.raises(ConfigError):
+        Timeline.from_delays(d, d, 5.0, order="random")

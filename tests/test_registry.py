@@ -59,6 +59,35 @@ def test_full_session_follows_the_spec_steps():
     assert reg.sessions == {} and reg.stats["sessions_direct"] == 1
 
 
+@pytest.mark.parametrize("first", ["A", "B"])
+def test_parallel_order_relays_both_reports_once_both_are_in(first):
+    reg = registry()
+    login(reg, "ca", "A"), login(reg, "cb", "B")
+    actions = reg.on_message("cb", make("connect", target="A", variant="basic", k=1, schedule="diagram1",
+                                        order="parallel"), 0)
+    assert [a.msg.get("order") for a in actions] == ["parallel", "parallel"]  # both start testing at once
+    sid = actions[0].msg["session"]
+    conns = {"A": ("ca", 20001), "B": ("cb", 30001)}
+    second = "B" if first == "A" else "A"
+    assert reg.on_message(conns[first][0], report(sid, conns[first][1]), 0) == []  # held
+    both = reg.on_message(conns[second][0], report(sid, conns[second][1]), 0)
+    assert sent(both) == [("B", "peer_report", 8), ("A", "peer_report", 14), ("B", "punch", 15)]
+    assert both[0].msg["port"] == 20001 and both[1].msg["port"] == 30001
+    assert sent(reg.on_message("cb", make("punched", session=sid), 0)) == [("A", "punch", 16)]
+
+
+def test_parallel_order_keeps_consent_and_refuses_an_unknown_order():
+    reg = registry()
+    login(reg, "ca", "A"), login(reg, "cb", "B")
+    sid = reg.on_message("cb", make("connect", target="A", variant="basic", k=1, schedule="diagram1",
+                                    order="parallel"), 0)[0].msg["session"]
+    assert reg.on_message("cb", report(sid, 30001), 0) == []
+    declined = reg.on_message("ca", make("decline", session=sid), 0)
+    assert [(a.msg["type"], a.msg.get("code")) for a in declined] == [("error", "declined")]  # B learns nothing of A
+    bad = reg.on_message("cb", make("connect", target="A", variant="basic", k=1, schedule="diagram1", order="random"), 0)
+    assert bad[0].msg["code"] == "bad-request" and "order" in bad[0].msg["message"]
+
+
 def test_each_login_and_each_session_gets_its_own_key():
     reg = registry()
     keys = {login(reg, "ca", "A")["key"], login(reg, "cb", "B")["key"]}

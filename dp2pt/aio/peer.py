@@ -76,6 +76,7 @@ class PeerConfig:
     count: int = 5  # data datagrams each way over the direct path
     rto: float = 0.2  # initial retransmission timeout of probes, punch bursts and data
     probe_burst: bool = False  # send probe 2 without waiting for probe 1's answer (not the spec's order)
+    order: str = "sequential"  # connect: "parallel" asks that both peers test their NATs at once
     discover_nat: bool = False  # classify the NAT (RFC 5780, needs a server with a second address); see nat_test
     keepalive: float = 15.0
     allow: list[str] | None = None  # listener: only these peer ids may connect (None: anyone)
@@ -416,7 +417,9 @@ class Peer:
         while not self._errors.empty():  # what was said before this connect is not its answer
             self._errors.get_nowait()
         try:
-            await self._control.send(messages.make("connect", target=target, variant=variant, k=k, schedule=schedule))
+            order = {"order": "parallel"} if self.config.order == "parallel" else {}
+            await self._control.send(messages.make("connect", target=target, variant=variant, k=k, schedule=schedule,
+                                                   **order))
         except (OSError, Dp2ptError) as exc:
             raise ServerLost(f"cannot send the connect: {exc}") from None
         waiting = {
@@ -509,6 +512,7 @@ class _SessionRun:
         self.variant: str = msg["variant"]
         self.k: int = msg["k"]
         self.schedule: str = msg["schedule"]
+        self.order: str = msg.get("order", "sequential")
         self.queue = peer._session_queues[self.sid]
         self.t0 = peer.clock()
         self.phase = "start"
@@ -528,6 +532,7 @@ class _SessionRun:
             "variant": self.variant,
             "k": self.k,
             "schedule": self.schedule,
+            "order": self.order,
             "direct": False,
             "local": None,
             "probes": [],
@@ -586,8 +591,12 @@ class _SessionRun:
             await self._expect("punch")  # B has punched (step 15); our turn (step 16)
             await self._punch(remote)
         else:
-            remote = await self._expect("peer_report")  # step 8
-            await self._test_nat()  # steps 9-13
+            if self.order == "parallel":
+                await self._test_nat()  # steps 9-13 at once with A's 3-7
+                remote = await self._expect("peer_report")  # step 8, relayed with 14 once both reports are in
+            else:
+                remote = await self._expect("peer_report")  # step 8
+                await self._test_nat()  # steps 9-13
             await self._expect("punch")  # step 15
             await self._punch(remote)
             await self.peer.send_control(messages.make("punched", session=self.sid))

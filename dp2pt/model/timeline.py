@@ -52,7 +52,7 @@ class Timeline:
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
-            if value is None:
+            if value is None or name == "a_probe2_to_b_probe1_ms":  # negative in the parallel order
                 continue
             if min(value, default=0) < 0 if isinstance(value, tuple) else value < 0:
                 raise ConfigError(f"timeline {name} must not be negative, got {value}")
@@ -103,12 +103,14 @@ class Timeline:
     @classmethod
     def from_delays(
         cls, a_server_ms: float, b_server_ms: float, a_b_ms: float, servers_ms: float = 0.0,
-        base: "Timeline | None" = None, probes: int = 2,
+        base: "Timeline | None" = None, probes: int = 2, order: str = "sequential",
     ) -> Timeline:
         """The exchange's timing on links with these one-way delays (ms), on top of ``base``'s
         processing (the instant lab's defaults): A to its server, B to its server, A's NAT to B's,
         and between the two servers (FIG. 4; 0 with one server). ``probes``: 1 for the simplified
-        protocol (its report follows its only probe: no spacing).
+        protocol (its report follows its only probe: no spacing). ``order="parallel"``: B tests its
+        NAT as soon as the session opens (as A does), and the server relays both reports once both
+        are in (``dp2pt peer connect --order parallel``).
 
         Each step waits for the messages before it (spec FIG. 2): probe 1's answer (a round trip to
         the server) before probe 2; probe 2's answer, A's report, its relay to B (through both
@@ -123,11 +125,24 @@ class Timeline:
         base = base or cls()
         da, db, ds = a_server_ms, b_server_ms, servers_ms
         second = 1.0 if probes >= 2 else 0.0
+        a_spacing = second * (base.probe_spacing_ms + 2 * da)
+        b_spacing = second * (base.b_spacing_ms + 2 * db)
+        if order == "parallel":
+            # Both got the session at once (B db - da after A); B's report waits at the server for A's.
+            b_probe1 = db - da
+            a_report, b_report = a_spacing + 3 * da + ds, b_probe1 + b_spacing + 3 * db
+            to_b_probe1 = b_probe1 - a_spacing
+            b_to_punch = max(a_report, b_report) - (b_probe1 + b_spacing) + db + base.b_probe2_to_punch_ms
+        elif order == "sequential":
+            to_b_probe1 = base.a_probe2_to_b_probe1_ms + 3 * da + ds + db
+            b_to_punch = base.b_probe2_to_punch_ms + 4 * db
+        else:
+            raise ConfigError(f"unknown order {order!r}: sequential or parallel")
         return cls(
-            probe_spacing_ms=second * (base.probe_spacing_ms + 2 * da),
-            a_probe2_to_b_probe1_ms=base.a_probe2_to_b_probe1_ms + 3 * da + ds + db,
-            b_probe2_to_punch_ms=base.b_probe2_to_punch_ms + 4 * db,
-            b_probe_spacing_ms=second * (base.b_spacing_ms + 2 * db),
+            probe_spacing_ms=a_spacing,
+            a_probe2_to_b_probe1_ms=to_b_probe1,
+            b_probe2_to_punch_ms=b_to_punch,
+            b_probe_spacing_ms=b_spacing,
             b_to_a_burst_ms=base.b_to_a_burst_ms + db + ds + da,
             burst_gap_ms=base.burst_gap_ms,
             wan_latency_ms=base.wan_latency_ms + a_b_ms,

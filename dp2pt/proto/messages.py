@@ -71,6 +71,7 @@ OPTIONAL: dict[str, type] = {
     "from": _STR,  # lookup: who asks (the target's server checks its allow list)
     "session": _STR,  # error: the session it concerns
     "mapping": _STR,  # report, peer_report: the reporter's NAT mapping behaviour (--discover-nat, RFC 5780)
+    "order": _STR,  # connect, session: "parallel" when both peers test their NATs at once (--order)
 }
 
 

@@ -50,10 +50,11 @@ CALIBRATION_RUNS = 20
 MODEL_TRIALS = 20000
 
 
-def _cell(variant: str, schedule: str | None = None) -> Cell:
+def _cell(variant: str, schedule: str | None = None, order: str = "sequential") -> Cell:
+    args = ("--order", order) if order != "sequential" else ()
     if variant == "improved":
-        return Cell(*PAIR, "improved", SUMMARY_K, schedule or GREEDY)
-    return Cell(*PAIR, variant)
+        return Cell(*PAIR, "improved", SUMMARY_K, schedule or GREEDY, peer_args=args)
+    return Cell(*PAIR, variant, peer_args=args)
 
 
 def _places(server_rtt: float, peer_rtt: float) -> dict:
@@ -73,13 +74,17 @@ def model_success(s: sweep.Setting, topo, servers: tuple[str, str], base: Timeli
 
 
 def timing_settings(variants=VARIANTS, server_rtts=SERVER_RTTS) -> list[sweep.Setting]:
-    """Each variant at each server RTT, with the peers close (10 ms) and as far apart as the server."""
+    """Each variant at each server RTT, with the peers close (10 ms) and as far apart as the server;
+    basic and improved also in the parallel order."""
     out = []
     for r in server_rtts:
         for p in dict.fromkeys((NEAR_PEERS_RTT, r)):
             for v in variants:
                 out.append(sweep.Setting(f"{v} server {r:g} peers {p:g}", _cell(v), regions=_places(r, p),
                                          topology="fig4"))
+            for v in ("basic", "improved"):
+                out.append(sweep.Setting(f"{v} parallel server {r:g} peers {p:g}", _cell(v, order="parallel"),
+                                         regions=_places(r, p), topology="fig4"))
     return out
 
 
@@ -93,9 +98,11 @@ def _table_timing(settings, records, base: Timeline | None) -> list[str]:
         servers = ("server1", "server2") if s.cell.variant == "distributed" else ("server1", "server1")
         sm = sweep.summarize(s, records, topo, servers, base)
         e = sm.estimate
+        if e is None:
+            continue
         median = f"{sm.median_ms:.0f} ms ({sm.p90_ms:.0f})" if sm.median_ms is not None else "-"
         rtts = f"{sm.rtts(sm.median_ms):.1f}" if sm.median_ms is not None else "-"
-        lines.append(f"| {s.cell.variant} | {sm.server_rtt_ms:g} ms | {sm.peer_rtt_ms:g} ms | {e.successes}/{e.trials} "
+        lines.append(f"| {s.cell.variant}{' (parallel)' if 'parallel' in s.cell.peer_args else ''} | {sm.server_rtt_ms:g} ms | {sm.peer_rtt_ms:g} ms | {e.successes}/{e.trials} "
                      f"| {median} | {rtts} | {sm.model_ms:.0f} ms ({sm.rtts(sm.model_ms):.1f}) |")
     return lines
 
@@ -104,9 +111,15 @@ def _table_timing(settings, records, base: Timeline | None) -> list[str]:
 
 
 def cutin_settings(rates=CUTIN_RATES, schedules=CUTIN_SCHEDULES, server_rtts=SERVER_RTTS) -> list[sweep.Setting]:
-    return [sweep.Setting(f"{name} rate {rate:g} server {r:g}", _cell("improved", name),
-                          regions=_places(r, NEAR_PEERS_RTT), rate_per_ms=rate, topology="fig4")
-            for r in server_rtts for name in schedules for rate in rates]
+    """Each schedule and rate at each server RTT; poisson-greedy at 0.05/ms also in the parallel order
+    where the sequential one still succeeds at all (10 and 50 ms)."""
+    out = [sweep.Setting(f"{name} rate {rate:g} server {r:g}", _cell("improved", name),
+                         regions=_places(r, NEAR_PEERS_RTT), rate_per_ms=rate, topology="fig4")
+           for r in server_rtts for name in schedules for rate in rates]
+    out += [sweep.Setting(f"{GREEDY} parallel rate {rates[0]:g} server {r:g}", _cell("improved", GREEDY, "parallel"),
+                          regions=_places(r, NEAR_PEERS_RTT), rate_per_ms=rates[0], topology="fig4")
+            for r in server_rtts[:2]]
+    return out
 
 
 def run_cutin(settings: list[sweep.Setting], runs: int, out: Path, backend: str | None) -> Path:
@@ -125,7 +138,7 @@ def run_cutin(settings: list[sweep.Setting], runs: int, out: Path, backend: str 
             span = s.timeline(study_lab.lab.topology, ("server1", "server1")).a_punch(30) + sweep.SPAN_MARGIN_MS
             for seed in (i for i in range(runs) if i not in done.get(s.name, ())):
                 o = sweep.run_resilient(study_lab, s, lab_poisson_run,
-                                        (s.cell.schedule, SUMMARY_K, s.rate_per_ms, seed, span))
+                                        (s.cell.schedule, SUMMARY_K, s.rate_per_ms, seed, span, s.cell.peer_args))
                 if o is not None:
                     log.write(json.dumps({"setting": s.name, "seed": seed}) + "\t" + o.to_json() + "\n")
                     log.flush()
@@ -156,8 +169,9 @@ def _table_cutin(settings, outcomes: dict[str, list[LabOutcome]], base: Timeline
         runs = outcomes.get(s.name, [])
         t = s.timeline(topo, ("server1", "server1"), base)
         model = model_success(s, topo, ("server1", "server1"), base)
+        label = f"{s.cell.schedule}{' (parallel)' if 'parallel' in s.cell.peer_args else ''}"
         if not runs:
-            lines.append(f"| {s.cell.schedule} | {s.rate_per_ms:g} | {s.delays(topo, ('server1',) * 2)['server_rtt']:g} ms "
+            lines.append(f"| {label} | {s.rate_per_ms:g} | {s.delays(topo, ('server1',) * 2)['server_rtt']:g} ms "
                          f"| {model.p:.3f} [{model.low:.3f}, {model.high:.3f}] | - | - | - | - |")
             continue
         ok = sum(o.ok for o in runs)
@@ -169,7 +183,8 @@ def _table_cutin(settings, outcomes: dict[str, list[LabOutcome]], base: Timeline
         judged = [(o.ok, replay_prediction(o, s.cell.schedule, SUMMARY_K, wan_latency_ms=t.wan_latency_ms))
                   for o in runs]
         judged = [(a, b) for a, b in judged if b is not None]
-        lines.append(f"| {s.cell.schedule} | {s.rate_per_ms:g} | {s.delays(topo, ('server1',) * 2)['server_rtt']:g} ms "
+        lines.append(f"| {label} | {s.rate_per_ms:g} "
+                     f"| {s.delays(topo, ('server1',) * 2)['server_rtt']:g} ms "
                      f"| {model.p:.3f} [{model.low:.3f}, {model.high:.3f}] | {ok}/{len(runs)} | "
                      f"{'yes' if low <= ok <= high else 'NO'}, [{low}, {high}] | {rows[1].p:.3f} | "
                      f"{sum(a == b for a, b in judged)}/{len(judged)} |")
@@ -220,6 +235,8 @@ def _table_sweep(settings, records, base: Timeline | None, what: str) -> list[st
         servers = ("server1", "server2") if s.cell.variant == "distributed" else ("server1", "server1")
         sm = sweep.summarize(s, records, topo, servers, base)
         e = sm.estimate
+        if e is None:
+            continue
         ok = f"{e.successes}/{e.trials} [{e.low:.2f}, {e.high:.2f}]"
         median = f"{sm.median_ms:.0f} ms ({sm.p90_ms:.0f})" if sm.median_ms is not None else "-"
         model = f"{sm.model_ms:.0f} ms"

@@ -116,11 +116,12 @@ def arm_poisson(runner: "Runner", cell: "Cell", rate_per_ms: float, seed: int,
 
 
 def lab_poisson_run(runner: "Runner", schedule: str, k: int, rate_per_ms: float, seed: int,
-                    span_ms: float = POISSON_SPAN_MS) -> LabOutcome:
-    """One exchange under Poisson cut-ins on both LANs (the agents are armed before the peers start)."""
+                    span_ms: float = POISSON_SPAN_MS, peer_args: tuple[str, ...] = ()) -> LabOutcome:
+    """One exchange under Poisson cut-ins on both LANs (the agents are armed before the peers start);
+    ``peer_args``: more ``dp2pt peer`` options (``--order parallel``)."""
     from lab.scenarios.run import Cell
 
-    cell = Cell(LAB_PROFILE, LAB_PROFILE, "improved", k, schedule)
+    cell = Cell(LAB_PROFILE, LAB_PROFILE, "improved", k, schedule, peer_args=peer_args)
     noises = arm_poisson(runner, cell, rate_per_ms, seed, span_ms)
     result = runner.run(cell)
     reports = {noise: runner.agents[noise].result(20.0 + span_ms / 1000) for noise in noises}

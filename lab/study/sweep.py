@@ -79,8 +79,9 @@ class Setting:
         from dp2pt.proto.nat_test import probe_count
 
         d = self.delays(topo, servers)
+        order = "parallel" if "parallel" in self.cell.peer_args else "sequential"
         return Timeline.from_delays(d["a_server"], d["b_server"], d["a_b"], d["servers"], base=base,
-                                    probes=probe_count(self.cell.protocol_variant))
+                                    probes=probe_count(self.cell.protocol_variant), order=order)
 
 
 @dataclass
@@ -230,7 +231,7 @@ class Summary:
     """A setting's runs in numbers (times over successful runs only)."""
 
     setting: str
-    estimate: Estimate
+    estimate: Estimate | None  # None: no run recorded
     median_ms: float | None
     p90_ms: float | None
     server_rtt_ms: float
@@ -252,7 +253,7 @@ def summarize(setting: Setting, records: list[Record], topo: "Topology", servers
     d = setting.delays(topo, servers)
     t = setting.timeline(topo, servers, base)
     model = t.a_punch(0) + 2 * t.wan_latency_ms  # A's punch to B, B's reply back: both direct
-    return Summary(setting.name, wilson(sum(r.ok for r in mine), max(1, len(mine))),
+    return Summary(setting.name, wilson(sum(r.ok for r in mine), len(mine)) if mine else None,
                    statistics.median(times) if times else None,
                    times[min(len(times) - 1, int(0.9 * len(times)))] if times else None,
                    d["server_rtt"], d["peer_rtt"], model)
