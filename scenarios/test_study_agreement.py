@@ -4,7 +4,7 @@ Two symmetric-sequential routers built with nftables (lab/world/nat.py), real dp
 
 - each grid cell (k, scripted cut-ins on A and on B, delta 1 or 2) ends as the model predicts —
   including Diagram 1's own row 3, (0, 1), which fails on an endpoint-dependent NAT;
-- under Poisson cut-ins the success count of a few dozen runs lies in the model's 95% prediction
+- under Poisson cut-ins the success count of a few dozen runs lies in the model's 99.9% prediction
   interval (the full study, ``dp2pt-lab study improved``, does 200 runs per schedule and rate).
 
 Runs on the session's lab (scenarios/conftest.py ``runner``), which skips with the reason when the
@@ -16,6 +16,8 @@ import pytest
 from dp2pt.model.timeline import Timeline
 from lab import study
 
+#: The Poisson count's interval in CI: a false alarm one run in a thousand.
+CI_LEVEL = 0.999
 #: (schedule, k, cut-ins on A, cut-ins on B, delta)
 CELLS = [
     ("diagram1", 1, 0, 0, 1),
@@ -53,5 +55,7 @@ def test_poisson_runs_agree_with_the_model_run_by_run_and_in_count(runner):
     # ...and the count of successes lies where the model's probability puts it.
     model = success_probability(get_schedule("poisson-greedy"), 6, PoissonCutIns(POISSON_RATE), trials=5000,
                                 seed=1, timelines=study.run_timelines(outcomes))
-    low, high = study.prediction_interval(model.p, POISSON_RUNS)
+    # 99.9%, not the study's 95%: a CI check must not fail one run in twenty by chance; the sharp
+    # check is the run-by-run replay above.
+    low, high = study.prediction_interval(model.p, POISSON_RUNS, level=CI_LEVEL)
     assert low <= sum(o.ok for o in outcomes) <= high
