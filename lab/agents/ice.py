@@ -22,7 +22,7 @@ direct pair is always ``host``; the remote end says how the path was found: the 
 ``srflx`` address or a ``prflx`` address learned from its checks). ``time_to_connected_ms`` runs
 from the start of gathering to the nomination, so B's (started once A's candidates are
 published) is comparable with dp2pt's ``time_to_direct_ms``. Exit status: 0 connected, 6 not
-connected, 3 rendezvous or STUN/TURN unreachable, 2 the contract is not met.
+connected, 3 the rendezvous or the STUN server unreachable, 2 the contract is not met.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ async def run(env: contract.AgentEnv, count: int, emit) -> dict:
         local = [c.to_sdp() for c in conn.local_candidates]
         result["candidates"]["local"] = local
         if not any(c.type == "srflx" for c in conn.local_candidates) and not turn:
+            result["unreachable"] = True
             raise IceFailed(f"no server-reflexive candidate: STUN {env.stun[0]}:{env.stun[1]} did not answer")
         await rv.put(f"{env.session}/ice/{env.role}",
                      json.dumps({"ufrag": conn.local_username, "pwd": conn.local_password, "candidates": local}))

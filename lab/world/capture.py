@@ -19,8 +19,11 @@ other direction: by then the sender's NAT holds the flow and the receiver's NAT 
 the other direction's datagram out through it, so the later one is a reply that both NATs pass.
 The verdict prefers flows that carry the program's own data (non-STUN datagrams) after opening,
 since ICE's connectivity checks also open flows it does not nominate: ``direct`` if an open direct
-flow carries data, else ``relayed`` if both NATs have an open relay flow carrying data, else the
-same two without the data condition, else ``none``.
+flow carries data both ways; else ``relayed`` if some data went through a relay (an open relay
+flow carries data in at least one direction: A and B may even send on different pairs, one
+direct and one relayed — aioice's controlled side keeps the first pair nominated to it); else the
+same two without the data condition (an open direct flow; open relay flows on both sides); else
+``none``.
 
 dp2pt's direct datagrams (magic ``b"D2PT"``, docs/CONTRACT.md) get a stricter check on top
 (:func:`read_d2pt`, :func:`assert_direct`): data both ways between the WANs and none via a
@@ -242,10 +245,19 @@ class Flow:
         """Open, with the program's own (non-STUN) datagrams doing the opening both ways."""
         return self._opened(True)
 
+    @property
+    def carries_data_one_way(self) -> bool:
+        """Open, and data crossed it in at least one direction once it was."""
+        if not self.open:
+            return False
+        first_out, first_back = self.out[0][0], self.back[0][0]
+        return (any(t > first_back and d for t, d in self.out) or any(t > first_out and d for t, d in self.back))
+
     def to_dict(self) -> dict:
         return {"leg": self.leg, "near": list(self.near), "far": list(self.far), "out": len(self.out),
                 "back": len(self.back), "data_out": sum(d for _, d in self.out),
-                "data_back": sum(d for _, d in self.back), "open": self.open, "carries_data": self.carries_data}
+                "data_back": sum(d for _, d in self.back), "open": self.open, "carries_data": self.carries_data,
+                "carries_data_one_way": self.carries_data_one_way}
 
 
 @dataclass
@@ -310,12 +322,17 @@ def classify_path(source: Path | Iterable[Packet], ends: Endpoints) -> PathVerdi
 
 
 def _judge(flows: list[Flow]) -> str:
-    for test, received in ((lambda f: f.carries_data, lambda f: any(d for _, d in f.back)),
-                           (lambda f: f.open, lambda f: bool(f.back))):
-        if any(f.leg == "direct" and test(f) for f in flows):
-            return "direct"
-        if all(any(f.leg == f"hairpin-{side}" and received(f) for f in flows) for side in "AB"):
-            return "direct"
-        if all(any(f.leg == f"relay-{side}" and test(f) for f in flows) for side in "AB"):
-            return "relayed"
+    relays = [f for f in flows if f.leg.startswith("relay-")]
+
+    def hairpinned(received) -> bool:
+        return all(any(f.leg == f"hairpin-{side}" and received(f) for f in flows) for side in "AB")
+
+    if any(f.leg == "direct" and f.carries_data for f in flows) or hairpinned(lambda f: any(d for _, d in f.back)):
+        return "direct"
+    if any(f.carries_data_one_way for f in relays):
+        return "relayed"
+    if any(f.leg == "direct" and f.open for f in flows) or hairpinned(lambda f: bool(f.back)):
+        return "direct"
+    if all(any(f.leg == f"relay-{side}" and f.open for f in relays) for side in "AB"):
+        return "relayed"
     return "none"

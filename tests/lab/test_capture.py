@@ -144,3 +144,14 @@ def test_a_path_hairpinned_by_a_shared_nat_is_direct():
     # Address-dependent mapping: each side sends on one hairpinned flow and receives on another.
     split = [dg(0.0, a, (via, 42000)), dg(0.1, (via, 41001), b), dg(0.2, b, (via, 41001)), dg(0.3, (via, 42001), a)]
     assert capture.classify_path(split, ends).path == "direct"
+
+
+def test_data_one_way_through_the_relay_is_a_relayed_path():
+    """A sends on a direct pair, B on a relayed one (aioice's two sides may nominate different pairs)."""
+    a, b, listen = (WAN_A, 20001), (WAN_B, 30001), (RELAY, 3478)
+    stream = [dg(0.0, a, b, STUN_REQ), dg(0.01, b, a, STUN_REQ), dg(0.02, a, b, STUN_REQ),  # a direct pair opens
+              dg(0.03, b, listen, CHANNEL_DATA), dg(0.04, listen, b, CHANNEL_DATA),  # B's checks via its relay
+              dg(0.05, a, b), dg(0.06, b, listen, CHANNEL_DATA)]  # A's data direct, B's through the relay
+    assert capture.classify_path(stream, ENDS).path == "relayed"
+    no_relay = stream[:3] + [stream[5]]
+    assert capture.classify_path(no_relay, ENDS).path == "direct"  # data one way only, no relay: the open flow
