@@ -8,9 +8,10 @@ PYTEST ?= $(PYTHON) -m pytest
 setup:
 	bash scripts/setup.sh
 
-## test: the README's test command — unit tests, then the scenario matrix
+## test: the README's test command — unit tests, the scenario matrix, the pytest plugin's example.
+## -p loads the plugin also where the installed package predates its entry point (same name: never twice).
 test:
-	$(PYTEST) -q -rs tests scenarios
+	$(PYTEST) -q -rs -p lab.pytest_plugin tests scenarios docs/examples
 
 unit:
 	$(PYTEST) -q tests

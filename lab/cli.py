@@ -1,7 +1,7 @@
 """``dp2pt-lab``: bring labs up and down, configure NATs, run scenario cells, act inside nodes.
 
     dp2pt-lab up [TOPOLOGY] [--nat-a PROFILE] [--nat-b PROFILE] [--nat ROUTER=PROFILE] [--prefix P]
-                 [--link NODE[:SEG]=COND ...]
+                 [--link NODE[:SEG]=COND ...] [--image NODE=IMAGE ...]   (docker: a peer from your own image)
     dp2pt-lab run [SCENARIO|all] [--agent dp2pt|ice|command] [--nat-a P --nat-b P --variant V --k K
                   --cut-a N --cut-b N] [--command "PROG ARGS"] [--turn] [--timeout S] [--link ...]
                   [--topology zoo --peers A,B --nat ROUTER=P --noise-a NODE --collision]
@@ -88,7 +88,7 @@ def cmd_up(args) -> int:
     topo = _topology_with_links(args.topology, args)
     chosen = _nat_choices(topo, args)
     t0 = time.monotonic()
-    lab = b.up(topo, prefix=args.prefix)
+    lab = b.up(topo, prefix=args.prefix, images=_images(args))
     try:
         nats = _apply_nats(lab, chosen)
     except BaseException:
@@ -227,6 +227,9 @@ def cmd_run(args) -> int:
     own = args.lab is None  # a lab of its own (0.3 s) rather than someone else's by accident
     if not own and (args.link or args.link_seed is not None):
         raise ConfigError("--link applies to the lab run brings up; change a running lab's links with dp2pt-lab link")
+    images = _images(args)
+    if not own and images:
+        raise ConfigError("--image applies to the lab run brings up (or to dp2pt-lab up)")
     run_dir = new_run_dir(args.run_dir)  # before the lab: a failure here must not leave namespaces behind
     worlds: dict[str, list] = {}
     for cell in cells:
@@ -235,7 +238,7 @@ def cmd_run(args) -> int:
     for world, group in worlds.items():
         need_fig4 = any(c.variant == "distributed" for c in group)
         name = world or ("fig4" if need_fig4 else args.topology)
-        lab = b.up(_topology_with_links(name, args)) if own else _select_lab(b, args.lab)
+        lab = b.up(_topology_with_links(name, args), images=images) if own else _select_lab(b, args.lab)
         try:
             with Runner(lab, run_dir / world if world else run_dir) as runner:
                 for cell in group:
@@ -334,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nat", action="append", metavar="ROUTER=PROFILE", help="NAT profile of any router (repeatable)")
     up.add_argument("--prefix", help="lab prefix (default: a fresh d2pXXXXX)")
     _link_options(up)
+    _image_option(up)
     up.set_defaults(func=cmd_up)
 
     run = sub.add_parser("run", help="run a scenario cell (or the whole matrix) and classify the outcome")
@@ -362,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, help="seconds the agent has (default: the agent's)")
     run.add_argument("--run-dir", default="runs", help="where run directories go (default ./runs)")
     _link_options(run)
+    _image_option(run)
     run.set_defaults(func=cmd_run)
 
     lk = sub.add_parser("link", help="show or change a running lab's link conditions (delay, jitter, loss, rate)")
@@ -413,6 +418,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     _load_plugins(sub)
     return p
+
+
+def _images(args) -> dict[str, str]:
+    """``--image NODE=IMAGE`` (repeatable) as node -> image."""
+    images = {}
+    for text in args.image or []:
+        node, sep, image = text.partition("=")
+        if not (sep and node and image):
+            raise ConfigError(f"--image {text!r}: use NODE=IMAGE, e.g. a=myorg/app:dev")
+        images[node] = image
+    return images
+
+
+def _image_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", action="append", metavar="NODE=IMAGE",
+                        help="docker backend: run a peer node from your own image (repeatable; lab/README.md, "
+                             "Your own image)")
 
 
 def _link_options(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,6 @@ conntrack dumps) is kept under ``runs/``.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,10 @@ import pytest
 from lab.world import backends, topology
 from lab.errors import EnvironmentProblem, LabError
 from lab.world.backends.base import process_alive
+from lab.pytest_plugin import backend_or_skip
 from lab.scenarios.run import Runner, new_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
-#: Tools the scenarios run besides the backend's own (tcpdump for captures, dp2pt for the protocol).
-SCENARIO_TOOLS = ("tcpdump", "dp2pt")
 
 
 def pytest_addoption(parser):
@@ -34,15 +32,8 @@ def backend_name(request) -> str:
 
 @pytest.fixture(scope="session")
 def backend(backend_name):
-    try:
-        b = backends.get(backend_name)
-        b.check()
-    except LabError as exc:
-        pytest.skip(f"lab backend {backend_name!r} unavailable: {exc}")
-    missing = [t for t in SCENARIO_TOOLS if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"scenarios need {', '.join(missing)} (make setup)")
-    return b
+    """The backend, checked; skipped with the reason when it cannot run here (the plugin's rule)."""
+    return backend_or_skip(backend_name)
 
 
 @pytest.fixture(scope="session")

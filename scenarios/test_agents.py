@@ -2,17 +2,22 @@
 
 The program (docs/examples/udp_punch.py) knows nothing of dp2pt: it reads the lab's environment
 contract, asks the location server's STUN port for its address, swaps addresses through the
-rendezvous and punches. It claims nothing the lab relies on; the capture decides. (ICE's cells are
-rows of the matrix: scenarios/test_matrix.py.)
+rendezvous and punches. It claims nothing the lab relies on; the capture decides. On the Docker
+backend it also runs from a user's own image (docs/examples/Dockerfile) that holds nothing of the
+lab. (ICE's cells are rows of the matrix: scenarios/test_matrix.py.)
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from lab.scenarios.run import Cell
+from lab.errors import ConfigError
+from lab.scenarios.run import Cell, Runner
+from lab.world import topology
 
 PROGRAM = Path(__file__).resolve().parent.parent / "docs" / "examples" / "udp_punch.py"
 PRC, SEQ, RND, FULL = "port-restricted-cone", "symmetric-sequential", "symmetric-random", "full-cone"
@@ -46,3 +51,36 @@ def test_a_plain_udp_program_is_judged_from_the_capture(runner, program, nat_a, 
 def test_a_program_that_crashes_is_a_failure_with_its_exit_code(runner):
     r = runner.run(Cell(PRC, PRC, "crash", agent="command", command="python3 -c 'raise SystemExit(3)'", timeout=2))
     assert (r.outcome, r.route, r.a["exit_code"], r.b["exit_code"]) == ("failed", "none", 3, 3)
+
+
+@pytest.fixture(scope="module")
+def user_image(backend_name):
+    """docs/examples/Dockerfile built on the lab's base image (no registry needed); removed after."""
+    if backend_name != "docker":
+        pytest.skip("a user's own image needs the docker backend (make scenarios-docker)")
+    tag = f"dp2pt/example-udp-punch:test-{os.getpid()}"
+    base = os.environ.get("LAB_BASE") or os.environ.get("BASE_IMAGE") or "dp2pt/base:bookworm"
+    done = subprocess.run(["docker", "build", "-q", "--build-arg", f"BASE={base}", "-t", tag, str(PROGRAM.parent)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"docker build of docs/examples failed: {done.stderr.strip()[-300:]}"
+    yield tag
+    subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)
+
+
+def test_peers_run_from_a_users_own_image(backend, user_image, run_dir):
+    topo = topology.load("fig1")
+    with pytest.raises(ConfigError, match="only peer nodes take a user's image"):
+        backend.up(topo, images={"nat-a": user_image})
+    with pytest.raises(ConfigError, match="no such image on this Docker engine"):
+        backend.up(topo, images={"a": "dp2pt/no-such-image:never"})
+    lab = backend.up(topo, images={"a": user_image, "b": user_image})
+    try:
+        for peer in ("a", "b"):  # the user's image, with nothing of the lab in it
+            assert lab.client.api.inspect_container(lab.container(peer))["Config"]["Image"] == user_image
+            assert lab.exec(peer, ["python3", "-c", "import lab"], check=False).returncode != 0
+        with Runner(lab, run_dir / "user-image") as runner:
+            r = runner.run(Cell(PRC, PRC, "user-image", agent="command", command="python3 /app/udp_punch.py",
+                                timeout=3))
+        assert r.route == "direct" and r.a.get("program") == "udp_punch", (r.path, r.dir)
+    finally:
+        lab.down()

@@ -39,6 +39,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.agents import contract
 from lab.scenarios import agents
@@ -46,6 +47,9 @@ from lab.scenarios.agents import PUNCH_TIMEOUT
 from lab.world import capture, nat, services, topology, traffic
 from lab.world.backends.base import Lab, wait_for_line
 from lab.errors import ConfigError, MissingTool, ScenarioError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lab.world.topology import Topology
 
 VARIANTS = agents.KINDS["dp2pt"].variants
 OUTCOMES = ("direct", "relayed", "failed")
@@ -183,6 +187,27 @@ class CellResult:
         d["cell"] = asdict(self.cell) | {"id": self.cell.id}
         d["dir"] = str(self.dir)
         return d
+
+
+def endpoints(topo: "Topology", turn: bool = False, nats: tuple[str, str] | None = None,
+              inside: tuple[str, str, str] | None = None) -> capture.Endpoints:
+    """Who is who on the public segment: the NATs' WANs (``nats``, default the outermost NATs of
+    ``topo``'s first two peers), the servers' STUN ports, and the TURN server (services: on the
+    first server node) if ``turn``; with ``inside`` (A's and B's addresses on a shared NAT's inside
+    segment, that NAT's public address) who is who on that segment instead."""
+    servers = topo.by_role("server")
+    listening = {(ip, port) for s in servers for ip in topo.addresses(s)
+                 for port in (services.STUN_PORT, services.ALT_STUN_PORT)}
+    relays = set()
+    if turn:
+        relay = topo.address(servers[0])
+        listening.add((relay, services.TURN_PORT))
+        relays.add(relay)
+    if inside:
+        return capture.Endpoints(inside[0], inside[1], frozenset(listening), frozenset(relays), via=inside[2])
+    nat_a, nat_b = nats or (topo.nat_chain(peer)[-1] for peer in topo.by_role("peer")[:2])
+    return capture.Endpoints(topo.address(nat_a, topo.public), topo.address(nat_b, topo.public),
+                             frozenset(listening), frozenset(relays))
 
 
 def new_run_dir(root: Path | str = "runs") -> Path:
@@ -392,24 +417,6 @@ class Runner:
                                           timeout, turn).to_env())
         return envs[0], envs[1]
 
-    def _endpoints(self, cell: Cell, nat_a: str, nat_b: str, inside: tuple[str, str, str] | None = None
-                   ) -> capture.Endpoints:
-        """Who is who on the public segment: the NATs' WANs, the servers' ports, the relay if any;
-        with ``inside`` (A's and B's addresses on a shared NAT's inside segment, that NAT's public
-        address) who is who on that segment instead."""
-        topo = self.lab.topology
-        listening = {(ip, port) for s in self.servers for ip in topo.addresses(s)
-                     for port in (services.STUN_PORT, services.ALT_STUN_PORT)}
-        relays = set()
-        if cell.turn:
-            relay = topo.address(self.servers[0])
-            listening.add((relay, services.TURN_PORT))
-            relays.add(relay)
-        if inside:
-            return capture.Endpoints(inside[0], inside[1], frozenset(listening), frozenset(relays), via=inside[2])
-        return capture.Endpoints(topo.address(nat_a, topo.public), topo.address(nat_b, topo.public),
-                                 frozenset(listening), frozenset(relays))
-
     def _run_once(self, cell: Cell, attempt: int) -> CellResult:
         from lab.scenarios import expect
 
@@ -491,7 +498,7 @@ class Runner:
         # outermost one's public address (the address the peers learnt).
         inside = (_address_seen_on(topo, peer_a, meet), _address_seen_on(topo, peer_b, meet),
                   topo.address(chain_a[-1], topo.public)) if meet else None
-        ends = self._endpoints(cell, chain_a[-1], chain_b[-1], inside)
+        ends = endpoints(topo, cell.turn, (chain_a[-1], chain_b[-1]), inside)
         pcap = cdir / ("inside.pcap" if meet else "public.pcap")
         (cdir / "addresses.json").write_text(json.dumps(
             {"nat_a": ends.wan_a, "nat_b": ends.wan_b, "servers": sorted({ip for ip, _ in ends.services}),

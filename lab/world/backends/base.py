@@ -451,11 +451,15 @@ class Backend(abc.ABC):
         """Raise an :class:`~lab.errors.EnvironmentProblem` if this machine cannot run the backend."""
 
     @abc.abstractmethod
-    def up(self, topology: "Topology", *, prefix: str | None = None) -> Lab:
+    def up(self, topology: "Topology", *, prefix: str | None = None, images: dict[str, str] | None = None) -> Lab:
         """Build ``topology`` under ``prefix`` (a fresh one if ``None``) and return the running lab.
+
+        ``images`` maps peer nodes to a user's own image (``--image a=myorg/app:dev``), for
+        backends whose nodes are containers; the others refuse it.
 
         Raises:
             LabStateError: a lab with that prefix already exists.
+            ConfigError: ``images`` names a node that cannot take one, or the backend takes none.
         """
 
     @abc.abstractmethod
@@ -500,6 +504,13 @@ def process_alive(pid: int, started: int | None = None) -> bool:
     if not fields or fields[0] == "Z":
         return False
     return started is None or int(fields[19]) == started
+
+
+def refuse_images(backend: str, images: dict[str, str] | None) -> None:
+    """For backends whose nodes run the host's programs: a user's image has nowhere to go."""
+    if images:
+        raise ConfigError(f"--image {', '.join(f'{n}={i}' for n, i in images.items())}: node images need the "
+                          f"docker backend (the {backend} backend's nodes run the host's programs)")
 
 
 def _killpg(proc: subprocess.Popen, sig: int) -> None:

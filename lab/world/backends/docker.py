@@ -45,6 +45,7 @@ from typing import Sequence
 from lab.world import addressing
 from lab.world.backends.base import STOP_GRACE, Backend, Lab, LabInfo, Wire
 from lab.errors import (
+    ConfigError,
     EnvironmentProblem,
     LabNotFound,
     LabStateError,
@@ -66,6 +67,13 @@ PREFIX_RE = re.compile(rf"^{PREFIX_STEM}[0-9a-z]{{1,8}}$")
 PID_DIR = "/run/dp2pt/pids"
 #: Where ``copy_to`` puts files in a container (/tmp exists in nearly every image).
 FILES_DIR = "/tmp/dp2pt-lab-files"
+LABEL_IMAGE = "dp2pt.image"
+#: PID 1's child in a user's image (Docker's init is PID 1: it reaps and forwards signals): the
+#: image's own entrypoint is not run; the lab runs what a cell asks for with ``docker exec``.
+KEEP_ALIVE = ["sh", "-c", 'trap "exit 0" TERM INT; while :; do sleep 3600 & wait $!; done']
+#: The roles whose nodes may run a user's image: peers. Routers need nft and conntrack, servers the
+#: location server, sinks coturn, noise hosts scapy and the lab package: the lab's own image.
+USER_IMAGE_ROLES = ("peer",)
 _SHIM = f'mkdir -p {PID_DIR}; echo $$ > {PID_DIR}/"$1".pid; shift; exec "$@"'
 CAPS = ["NET_ADMIN", "NET_RAW"]
 NODE_SYSCTLS = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
@@ -174,9 +182,10 @@ def _rule_prefixes() -> set[str]:
 class DockerLab(Lab):
     backend_name = "docker"
 
-    def __init__(self, topology: Topology, prefix: str, client=None) -> None:
+    def __init__(self, topology: Topology, prefix: str, client=None, images: dict[str, str] | None = None) -> None:
         super().__init__(topology, prefix)
         self.client = client or _client()
+        self.images = dict(images or {})  # node -> a user's image (peer nodes only)
         self._ifnames: dict[tuple[str, str], str] = {}
         self._tokens: dict[int, tuple[str, str]] = {}  # id(Popen) -> (container, token)
 
@@ -377,13 +386,17 @@ class DockerLab(Lab):
         api = self.client.api
         sysctls = dict(NODE_SYSCTLS, **(ROUTER_SYSCTLS if n.role == "router" else {}))
         first, *rest = n.links
-        host_config = api.create_host_config(cap_add=CAPS, sysctls=sysctls, network_mode=self.network(first.segment))
-        api.create_container(
-            IMAGE, command=["idle"], name=self.container(node), hostname=node, detach=True,
-            labels={LABEL: self.prefix, LABEL_NODE: node,
-                    LABEL_TOPOLOGY: json.dumps(self.topology.source, separators=(",", ":"))},
-            host_config=host_config,
-        )
+        user_image = self.images.get(node)
+        host_config = api.create_host_config(cap_add=CAPS, sysctls=sysctls, network_mode=self.network(first.segment),
+                                             init=bool(user_image))
+        labels = {LABEL: self.prefix, LABEL_NODE: node, LABEL_IMAGE: user_image or IMAGE,
+                  LABEL_TOPOLOGY: json.dumps(self.topology.source, separators=(",", ":"))}
+        if user_image:
+            api.create_container(user_image, entrypoint=KEEP_ALIVE, command=[], name=self.container(node),
+                                 hostname=node, detach=True, labels=labels, host_config=host_config)
+        else:
+            api.create_container(IMAGE, command=["idle"], name=self.container(node), hostname=node, detach=True,
+                                 labels=labels, host_config=host_config)
         for link in rest:
             api.connect_container_to_network(self.container(node), self.network(link.segment))
         api.start(self.container(node))
@@ -525,14 +538,15 @@ class DockerBackend(Backend):
             raise EnvironmentProblem(f"image {IMAGE} is missing: run make lab-image") from None
         preflight()
 
-    def up(self, topology: Topology, *, prefix: str | None = None) -> DockerLab:
+    def up(self, topology: Topology, *, prefix: str | None = None, images: dict[str, str] | None = None) -> DockerLab:
         self.check()
+        self.check_images(topology, images or {})
         prefix = prefix or new_prefix()
         if not PREFIX_RE.match(prefix):
             raise LabStateError(f"invalid lab prefix {prefix!r}: use {PREFIX_STEM} followed by 1-8 [0-9a-z]")
         if prefix in lab_prefixes(self.client):
             raise LabStateError(f"a Docker lab with prefix {prefix} is already up (dp2pt-lab down {prefix})")
-        lab = DockerLab(topology, prefix, self.client)
+        lab = DockerLab(topology, prefix, self.client, images)
         try:
             lab.build()
             lab.apply_links()
@@ -542,6 +556,19 @@ class DockerBackend(Backend):
                 raise LabStateError(f"Docker refused to build the lab: {_one_line(exc)}") from None
             raise
         return lab
+
+    def check_images(self, topology: Topology, images: dict[str, str]) -> None:
+        """Refuse a user's image on a node that needs the lab's tools, or one the engine lacks."""
+        for node, image in images.items():
+            role = topology.node(node).role  # UnknownNode for a name the topology lacks
+            if role not in USER_IMAGE_ROLES:
+                raise ConfigError(f"--image {node}={image}: {node} is a {role}; only peer nodes take a user's image "
+                                  f"(routers, servers, sinks and noise hosts run the lab's tools)")
+            try:
+                self.client.api.inspect_image(image)
+            except Exception:
+                raise ConfigError(f"--image {node}={image}: no such image on this Docker engine "
+                                  f"(docker build or docker pull it first)") from None
 
     def attach(self, prefix: str) -> DockerLab:
         found = self.client.api.containers(all=True, filters={"label": f"{LABEL}={prefix}"})

@@ -36,7 +36,7 @@ from typing import Sequence
 from pyroute2 import IPRoute, netns
 
 from lab.world import addressing
-from lab.world.backends.base import Backend, Lab, LabInfo, Wire, process_alive
+from lab.world.backends.base import Backend, Lab, LabInfo, refuse_images, Wire, process_alive
 from lab.errors import (
     ConfigError,
     LabNotFound,
@@ -331,7 +331,8 @@ class NetnsBackend(Backend):
             if shutil.which(tool) is None:
                 raise MissingTool(f"{tool}: command not found (apt-get install nftables conntrack procps)")
 
-    def up(self, topology: Topology, *, prefix: str | None = None) -> NetnsLab:
+    def up(self, topology: Topology, *, prefix: str | None = None, images: dict[str, str] | None = None) -> NetnsLab:
+        refuse_images(self.name, images)
         self.check()
         prefix = prefix or new_prefix()
         if not PREFIX_RE.match(prefix):
