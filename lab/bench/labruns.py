@@ -45,11 +45,9 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def _ttd(result) -> float | None:
-    for side in (result.b, result.a):
-        v = side.get("time_to_direct_ms")
-        if isinstance(v, (int, float)):
-            return float(v)
-    return None
+    from lab.scenarios.agents import time_to_path_ms
+
+    return time_to_path_ms(result.cell.agent, result.a, result.b)
 
 
 def _packets(result) -> int:

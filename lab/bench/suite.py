@@ -5,7 +5,8 @@ with the machine it ran on.  Parts that need root and the netns lab (time to dir
 success, lab bring-up/teardown, direct vs TURN relay) live in :mod:`lab.bench.labruns`, the link
 emulator's capacity in :mod:`lab.bench.links`; they are skipped with a reason when the lab cannot run; the loopback parts (STUN throughput vs coturn, memory with
 10,000 logged-in peers, the server under abuse: reply/request bytes per request kind and RSS under a
-client that never reads) run anywhere.  Every loop is bounded in count and time.
+client that never reads) run anywhere; ``agents`` (:mod:`lab.bench.agents`) puts ICE and dp2pt side
+by side over the NAT matrix.  Every loop is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -81,12 +82,18 @@ def markdown(results: dict) -> str:
         lines.append("| " + " | ".join(str(x) for x in row) + " |")
     for name, why in results.get("skipped", {}).items():
         lines.append(f"| {name} | skipped | | | {why} |")
+    if results.get("agents"):
+        from lab.bench import agents
+
+        lines += ["", f"ICE and dp2pt side by side over the NAT matrix (fig1, netns, {results['agents']['runs']} runs "
+                      "per cell; outcome of most runs, median time to the path, ICE's nominated remote candidate):",
+                  "", agents.markdown(results["agents"])]
     return "\n".join(lines)
 
 
-def run(out: Path, parts: set[str], runs: int) -> dict:
+def run(out: Path, parts: set[str], runs: int, agent_runs: int = 3) -> dict:
     """Run the selected parts (each failure is recorded, not fatal) and write ``out``."""
-    from lab.bench import abuse, directory, memory, stun
+    from lab.bench import abuse, agents, directory, memory, stun
 
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
                      "skipped": {}}
@@ -113,6 +120,11 @@ def run(out: Path, parts: set[str], runs: int) -> dict:
             results["skipped"]["lab benchmarks"] = f"lab.bench.labruns unavailable: {exc}"
         else:
             labruns.run(results, runs)
+    if "agents" in parts:
+        try:
+            results["agents"] = agents.bench(agent_runs)
+        except RuntimeError as exc:
+            results["skipped"]["ICE and dp2pt side by side"] = str(exc)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     return results

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.report.ladder import Ladder, ReportError, contains_in_order, ladder_of
+from lab.scenarios import agents
 
 STEPS = list(range(3, 18))  # the steps a successful basic exchange shows on the public segment
 
@@ -120,17 +121,6 @@ def _panel_order(name: str) -> tuple:
     return (("dp2pt", "ice", "command").index(agent) if agent in ("dp2pt", "ice", "command") else 9, name)
 
 
-def time_to_path_ms(result: dict) -> float | None:
-    """B's time to its path (B starts the exchange, as dp2pt's connector): dp2pt's
-    ``time_to_direct_ms``, ICE's ``time_to_connected_ms``, or a command's ``time_ms`` if it says."""
-    for side in ("b", "a"):
-        doc = result.get(side) or {}
-        for key in ("time_to_direct_ms", "time_to_connected_ms", "time_ms"):
-            if isinstance(doc.get(key), (int, float)):
-                return float(doc[key])
-    return None
-
-
 def summary_markdown(rows: list[dict]) -> str:
     """One row per cell: agent, profiles, cut-ins, outcome, expected, time to the path, packets, steps seen."""
     out = ["| Cell | Agent | Variant | NAT-A | NAT-B | Cut-ins A/B | Outcome | Expected | Time to path (ms) "
@@ -139,7 +129,9 @@ def summary_markdown(rows: list[dict]) -> str:
     for r in rows:
         res, cell = r["result"], r["result"].get("cell") or {}
         a, b = res.get("a") or {}, res.get("b") or {}
-        ttp = time_to_path_ms(res) if res.get("outcome") in ("direct", "relayed") else None
+        ttp = None
+        if res.get("outcome") in ("direct", "relayed") and cell.get("agent", "dp2pt") in agents.KINDS:
+            ttp = agents.time_to_path_ms(cell.get("agent", "dp2pt"), a, b)
         expect = cell.get("expect") or ""
         mark = " (!)" if expect and res.get("outcome") != expect else ""
         out.append("| " + " | ".join(str(x) for x in (

@@ -11,7 +11,8 @@ procedure (NATs, capture, artifacts, the path proof) is one code path for every 
 * ``timeout(cell)`` — seconds the agent has on an instant lab; the runner stretches it for slow or
   lossy links and stops the agent a little after;
 * ``claim(a, b)`` — what the two result lines say happened (``direct`` / ``relayed`` / ``failed``),
-  or ``None`` for a program that makes no claim: the capture alone decides (a ``command``).
+  or ``None`` for a program that makes no claim: the capture alone decides (a ``command``);
+* ``time_key`` — the result field with the time to the path (:func:`time_to_path_ms`).
 
 Kinds: ``dp2pt`` (the protocol through its CLI, docs/CONTRACT.md), ``ice`` (:mod:`lab.agents.ice`;
 variant ``stun``, or ``turn`` with coturn as the relay baseline) and ``command`` (any program).
@@ -50,6 +51,7 @@ class AgentKind:
     default_variant: ClassVar[str]
     ready: ClassVar[str | None] = '"ready"'
     cut_ins: ClassVar[bool] = False  # can the runner time cut-ins on this agent's probes?
+    time_key: ClassVar[str] = "time_ms"
 
     def argv(self, cell: "Cell", env: dict[str, str], python: str, punch_timeout: float) -> list[str]:
         raise NotImplementedError
@@ -66,6 +68,7 @@ class AgentKind:
 
 class Dp2pt(AgentKind):
     name, variants, default_variant, cut_ins = "dp2pt", ("basic", "simplified", "improved", "distributed"), "basic", True
+    time_key = "time_to_direct_ms"  # from pairing (B's connect) to the first direct datagram
 
     def argv(self, cell, env, python, punch_timeout):
         server = env["LAB_SERVER"]
@@ -91,6 +94,7 @@ class Dp2pt(AgentKind):
 
 class Ice(AgentKind):
     name, variants, default_variant = "ice", ("stun", "turn"), "stun"
+    time_key = "time_to_connected_ms"  # from the start of gathering to the nomination
 
     def argv(self, cell, env, python, punch_timeout):
         return [python, "-m", "lab.agents.ice", "--count", str(DATA_COUNT)]
@@ -127,6 +131,15 @@ class Command(AgentKind):
 
 
 KINDS: dict[str, AgentKind] = {k.name: k for k in (Dp2pt(), Ice(), Command())}
+
+
+def time_to_path_ms(agent: str, a: dict, b: dict) -> float | None:
+    """B's time to its path (B starts the exchange, as dp2pt's connector), A's when B has none."""
+    key = get(agent).time_key
+    for side in (b, a):
+        if isinstance(side.get(key), (int, float)):
+            return float(side[key])
+    return None
 
 
 def get(name: str) -> AgentKind:
