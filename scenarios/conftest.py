@@ -19,6 +19,9 @@ from lab.pytest_plugin import backend_or_skip
 from lab.scenarios.run import Runner, new_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
+#: The lab's pytest plugin (nat_lab) also where the installed package predates its entry point;
+#: the entry point has the module's name, so it is never loaded twice.
+pytest_plugins = ["lab.pytest_plugin"]
 
 
 def pytest_addoption(parser):
@@ -34,6 +37,12 @@ def backend_name(request) -> str:
 def backend(backend_name):
     """The backend, checked; skipped with the reason when it cannot run here (the plugin's rule)."""
     return backend_or_skip(backend_name)
+
+
+@pytest.fixture(scope="session")
+def lab_backend(backend):
+    """The plugin's fixtures (nat_lab) use the scenarios' --backend."""
+    return backend
 
 
 @pytest.fixture(scope="session")

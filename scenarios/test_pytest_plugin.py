@@ -1,11 +1,22 @@
-"""The pytest plugin tears its labs down even when the user's test fails (a nested pytest, real labs)."""
+"""The pytest plugin on real labs: it tears them down even when the user's test fails (a nested
+pytest), and it passes link conditions on. Its logic does not depend on the backend: these run on
+netns (make test); the Docker backend's part, a user's own image, is in scenarios/test_agents.py.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
+
 from lab.world import backends
+
+
+@pytest.fixture(autouse=True)
+def _netns_only(backend_name):
+    if backend_name != "netns":
+        pytest.skip("backend-independent plugin logic: run on netns (make test)")
 
 FAILING_TEST = '''
 from pathlib import Path
@@ -29,3 +40,12 @@ def test_labs_are_torn_down_when_the_test_fails(backend_name, backend, tmp_path)
     assert len(prefixes) == 2
     left = {info.prefix for info in backends.get(backend_name).list()} & set(prefixes)
     assert not left, f"labs left behind by a failing test: {left}"
+
+
+def test_nat_lab_takes_link_conditions(nat_lab):
+    """links= reaches the lab: with 20 ms each way on NAT-A's WAN link, B's time to an ICE pair
+    holds at least one round trip over it (its STUN probe and its checks to A cross it)."""
+    lab = nat_lab(nat_a="port-restricted-cone", nat_b="full-cone", links={"nat-a": "delay=20ms"})
+    result = lab.run(agent="ice")
+    assert result.outcome == "direct", (result.a.get("error"), result.b.get("error"), result.dir)
+    assert result.b["time_to_connected_ms"] >= 40, result.b
