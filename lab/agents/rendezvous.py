@@ -9,7 +9,9 @@ over TCP, so a program in any language (or ``nc``) can use it in a few lines:
     GET <key> [<seconds>]    ->  VALUE <value>   (waits until the key is set)   |  TIMEOUT
     anything else            ->  ERR <reason>    (the connection stays usable)
 
-A key is 1-200 printable characters without spaces; a value is one line of at most
+Why not Redis (which the location servers' directory uses): a user's program, or image, would need
+a client library; these two verbs need a socket. A key is 1-200 printable characters without
+spaces; a value is one line of at most
 :data:`MAX_VALUE` bytes (JSON fits). A key set twice keeps the last value. Prefix keys with
 ``LAB_SESSION`` (:mod:`lab.agents.contract`) so runs never see each other's values.
 
