@@ -84,3 +84,17 @@ def test_peers_run_from_a_users_own_image(backend, user_image, run_dir):
         assert r.route == "direct" and r.a.get("program") == "udp_punch", (r.path, r.dir)
     finally:
         lab.down()
+
+
+def test_the_turn_server_leaves_no_pidfile(backend, run_dir):
+    """coturn leaves its pidfile when it is stopped: the runner removes it (nothing of a lab stays)."""
+    from lab.world import services
+
+    lab = backend.up(topology.load("fig1"))
+    try:
+        with Runner(lab, run_dir / "turn-pidfile") as runner:
+            r = runner.run(Cell(SEQ, SEQ, "turn", agent="ice"))
+            assert r.outcome == "relayed", (r.a.get("error"), r.b.get("error"), r.dir)
+        assert not services.turn_pidfile(lab.prefix).exists()
+    finally:
+        lab.down()

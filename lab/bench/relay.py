@@ -217,7 +217,7 @@ def bench(lab, count: int = COUNT, rtt_count: int = RTT_COUNT, run_timeout: floa
     routers = [topo.router_of(p) for p in topo.by_role("peer")[:2]]
     for router, profile in zip(routers, PAIR):
         lab.configure_nat(router, profile)
-    turn = lab.popen(server, services.turn_server_argv(topo, server, f"/tmp/dp2pt-bench-turn-{lab.prefix}.pid"),
+    turn = lab.popen(server, services.turn_server_argv(topo, server, services.turn_pidfile(lab.prefix, "bench-turn")),
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with Runner(lab, Path(tempfile.gettempdir()) / f"dp2pt-bench-path-{lab.prefix}"):
@@ -228,6 +228,7 @@ def bench(lab, count: int = COUNT, rtt_count: int = RTT_COUNT, run_timeout: floa
             relay = _measure(lab, "relay", count, rtt_count, run_timeout)
     finally:
         lab.stop(turn)
+        services.remove_turn_pidfile(lab.prefix, "bench-turn")
     return {"pair": "/".join(PAIR), "window": WINDOW, "direct": direct, "relay": relay,
             "rate_ratio": round(direct["rate"] / relay["rate"], 2) if relay["rate"] else None,
             "rtt_ratio": round(direct["rtt_median_ms"] / relay["rtt_median_ms"], 3)

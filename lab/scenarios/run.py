@@ -334,7 +334,7 @@ class Runner:
             raise MissingTool("turnserver: command not found (apt-get install coturn): the TURN variant needs it")
         log = self.run_dir / "server-turn.log"  # a file, not a pipe: coturn logs every allocation
         with log.open("w") as out:
-            proc = self.lab.popen(node, services.turn_server_argv(topo, node, f"/tmp/dp2pt-turn-{self.lab.prefix}.pid"),
+            proc = self.lab.popen(node, services.turn_server_argv(topo, node, services.turn_pidfile(self.lab.prefix)),
                                   stdout=out, stderr=subprocess.STDOUT)
         self.services[name] = proc
         deadline = time.monotonic() + READY_TIMEOUT
@@ -357,6 +357,8 @@ class Runner:
                 (self.run_dir / f"server-{name}.log").write_text(out + (proc.stderr.read() if proc.stderr else ""))
             except (OSError, ValueError):
                 pass
+        if "turn" in self.services:
+            services.remove_turn_pidfile(self.lab.prefix)
         self.server_procs.clear()
         self.services.clear()
 

@@ -12,6 +12,9 @@ baseline of ICE and of the bench) run on the first server node when something ne
 from __future__ import annotations
 
 from lab.world import redis
+import tempfile
+from pathlib import Path
+
 from lab.world.topology import Topology
 
 #: TCP control (spec steps 1-2, 7-8, 13-14); STUN and UDP control on STUN_PORT, STUN also on STUN_PORT + 1.
@@ -84,13 +87,25 @@ def rendezvous_argv(topo: Topology, server: str, python: str = "python3") -> lis
     return [python, "-m", "lab.agents.rendezvous", "--listen", f"{topo.address(server)}:{RENDEZVOUS_PORT}"]
 
 
-def turn_server_argv(topo: Topology, server: str, pidfile: str) -> list[str]:
+def turn_pidfile(prefix: str, use: str = "turn") -> Path:
+    """Where coturn writes its pid for lab ``prefix`` (it leaves the file when killed: remove it
+    with :func:`remove_turn_pidfile` after stopping it)."""
+    return Path(tempfile.gettempdir()) / f"dp2pt-{use}-{prefix}.pid"
+
+
+def remove_turn_pidfile(prefix: str, use: str = "turn") -> None:
+    """The pidfile of a stopped coturn (on the host when the nodes share its filesystem; a
+    container's goes with the container). The name holds the lab's prefix: never another lab's."""
+    turn_pidfile(prefix, use).unlink(missing_ok=True)
+
+
+def turn_server_argv(topo: Topology, server: str, pidfile: Path | str) -> list[str]:
     """coturn ``turnserver`` on ``server``: UDP only, long-term credentials, logging to stdout."""
     ip = topo.address(server)
     argv = ["turnserver", "-n", "--listening-ip", ip, "--relay-ip", ip, "--listening-port", str(TURN_PORT),
             "--lt-cred-mech", "--user", f"{TURN_USER}:{TURN_PASSWORD}", "--realm", TURN_REALM,
             "--no-tcp", "--no-tls", "--no-dtls", "--no-cli", "--log-file", "stdout", "--simple-log",
-            "--pidfile", pidfile]
+            "--pidfile", str(pidfile)]
     for denied in TURN_DENIED_PEERS:
         argv += ["--denied-peer-ip", denied]
     return argv
