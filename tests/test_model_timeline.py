@@ -86,3 +86,11 @@ def test_the_parallel_order_saves_three_server_round_trips():
     assert parallel.a_window_ms == 6 * d < sequential.a_window_ms == 12 * d  # fewer cut-ins fit
     with pytest.raises(ConfigError):
         Timeline.from_delays(d, d, 5.0, order="random")
+
+
+def test_both_are_direct_when_the_reply_or_a_repeated_burst_reaches_a():
+    zero = dict(probe_spacing_ms=0, a_probe2_to_b_probe1_ms=0, b_probe2_to_punch_ms=0, burst_gap_ms=0)
+    near = Timeline(b_to_a_burst_ms=10, wan_latency_ms=5, repeats_ms=(200.0,), **zero)
+    assert near.both_direct_ms == near.a_punch(0) + 2 * 5  # B's reply comes back long before its repeat
+    far = Timeline(b_to_a_burst_ms=150, wan_latency_ms=75, repeats_ms=(200.0, 600.0), **zero)
+    assert far.both_direct_ms == far.b_punch(0) + 200 + 75  # B's repeat (sent after A punched) beats the reply

@@ -91,6 +91,16 @@ class Timeline:
         return self.b_punch(0) + self.b_to_a_burst_ms + i * self.burst_gap_ms
 
     @property
+    def both_direct_ms(self) -> float:
+        """When both peers have the direct path: B when A's first punch arrives, A when B's reply to
+        it comes back or, sooner, when a repeat of B's burst sent after A punched arrives."""
+        b_direct = self.a_punch(0) + self.wan_latency_ms
+        repeats = [self.b_punch(0) + r + self.wan_latency_ms for r in self.repeats_ms
+                   if self.b_punch(0) + r + self.wan_latency_ms >= self.a_punch(0)]
+        a_direct = min([b_direct + self.wan_latency_ms, *repeats])
+        return max(a_direct, b_direct)
+
+    @property
     def a_window_ms(self) -> float:
         """Steps 5→16: how long a cut-in on A's NAT can shift A's first punch."""
         return self.a_punch(0) - self.a_probe2

@@ -246,13 +246,13 @@ class Summary:
 def summarize(setting: Setting, records: list[Record], topo: "Topology", servers: tuple[str, str],
               base: Timeline | None = None) -> Summary:
     """Success rate, median and 90th percentile of the time to direct, and the model's time to direct
-    (A's punch reaching B, plus B's reply reaching A, from the session's start; ``base``: the
-    protocol's processing times, as :meth:`Setting.timeline`)."""
+    (:attr:`Timeline.both_direct_ms`; ``base``: the protocol's processing times, as
+    :meth:`Setting.timeline`)."""
     mine = [r for r in records if r.setting == setting.name]
     times = sorted(t for r in mine if (t := r.time_to_direct_ms) is not None)
     d = setting.delays(topo, servers)
     t = setting.timeline(topo, servers, base)
-    model = t.a_punch(0) + 2 * t.wan_latency_ms  # A's punch to B, B's reply back: both direct
+    model = t.both_direct_ms
     return Summary(setting.name, wilson(sum(r.ok for r in mine), len(mine)) if mine else None,
                    statistics.median(times) if times else None,
                    times[min(len(times) - 1, int(0.9 * len(times)))] if times else None,
