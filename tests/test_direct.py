@@ -123,3 +123,14 @@ def test_resends_are_bounded():
     a.receive(b.punches(A_ADDR[0], [A_ADDR[1]], 0)[0][0], B_ADDR, 0.0)  # up: sends its data, never acked
     resent = sum(len(a.due(t / 10)) for t in range(1, 200))
     assert resent == 2 * (3 - 1) and a.next_due() is None
+
+
+def test_leaving_acknowledges_everything_received_again():
+    a, b = paths(count=2, tries=1000)  # A still resending when B leaves
+    assert a.farewell() == []  # no path, nothing to say
+    run_exchange(a, b, drop_a=lambda d: datagram.parse(d).kind == Kind.DATA_ACK)  # a lossy link takes B's acks
+    assert b.done and a.acked == set()  # B has everything and leaves; A would resend until its patience ran out
+    farewell = b.farewell()
+    assert sorted(datagram.parse(d).seq for d, _ in farewell) == [0, 0, 1, 1]  # two copies of each ack
+    deliver(a, farewell, B_ADDR, 1.0)
+    assert a.acked == {0, 1} and a.next_due() is None  # nothing left to resend: A may leave too

@@ -780,6 +780,7 @@ class _SessionRun:
             self._send(answers)
             self.result["data_received"] = len(path.received)
             self.result["data_acked"] = len(path.acked)
+        self._send(path.farewell())
         self.result["ok"] = len(path.received) >= self.cfg.count
         if not self.result["ok"]:
             raise TraversalFailed(f"direct path up but only {len(path.received)}/{self.cfg.count} data datagrams arrived")

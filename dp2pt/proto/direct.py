@@ -19,6 +19,7 @@ from dp2pt.proto.datagram import Datagram, Kind
 from dp2pt.proto.retransmit import MAX_RTO_FACTOR, Resender
 
 DATA_RTO = 0.2  # seconds before the first resend of an unacknowledged data datagram
+FAREWELL_COPIES = 2  # each ack of the farewell is sent this often (a lossy link loses copies independently)
 DATA_TRIES = 8  # sends of one data datagram at most (capped gaps: all within 4.6 s at the default RTO)
 
 Address = tuple[str, int]
@@ -101,6 +102,13 @@ class DirectPath:
         resend, _ = self._unacked.due(now)
         self.sent += len(resend)
         return [(data, self.remote) for data in resend]  # type: ignore[misc]
+
+    def farewell(self) -> list[Send]:
+        """Acks of every datum received, once more, to send when leaving: the other side resends a
+        datum whose ack a lossy link lost until its patience runs out, long after we are gone."""
+        if self.remote is None:
+            return []
+        return [self._ack(seq) for seq in sorted(self.received)] * FAREWELL_COPIES
 
     def next_due(self) -> float | None:
         return self._unacked.next_due()
