@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dp2pt.proto import schedules
+from dp2pt.proto.registry import MAX_K
 from lab.agents import contract
 from lab.scenarios import agents
 from lab.scenarios.agents import PUNCH_TIMEOUT
@@ -114,8 +116,14 @@ class Cell:
             raise ConfigError("cut-ins per side must be 0..50")
         if (self.cut_a or self.cut_b) and not kind.cut_ins:
             raise ConfigError(f"cut-ins are timed on dp2pt's probes: the {self.agent} agent runs without them")
-        if self.agent != "dp2pt" and (self.k or self.schedule or self.peer_args):
+        if self.agent != "dp2pt" and (self.k is not None or self.schedule or self.peer_args):
             raise ConfigError("k and schedule are dp2pt's (improved variant), and so are peer options")
+        if self.k is not None and not 1 <= self.k <= MAX_K:
+            raise ConfigError(f"k must be 1..{MAX_K}, not {self.k}")
+        if self.k not in (None, 1) and self.variant != "improved":
+            raise ConfigError(f"k applies to the improved variant, not {self.variant}")
+        if self.schedule is not None and self.schedule not in schedules.SCHEDULES:  # dp2pt peer would refuse it
+            raise ConfigError(f"unknown schedule {self.schedule!r}; known: {', '.join(schedules.SCHEDULES)}")
         if (self.command is not None) != (self.agent == "command"):
             raise ConfigError("a command cell needs a command (and only a command cell takes one)")
         if self.agent == "command" and not self.command.strip():
@@ -126,6 +134,9 @@ class Cell:
             raise ConfigError("dp2pt uses no TURN server")
         if self.timeout is not None and not 0 < self.timeout <= 120:
             raise ConfigError("a cell's timeout must be 0..120 seconds")
+        for item in self.nats.split():
+            if not all(item.partition("=")[::2]):
+                raise ConfigError(f"other NATs: {item!r} is not ROUTER=PROFILE (e.g. cgn=cgnat:block=64)")
         for profile in (self.nat_a, self.nat_b, *(item.partition("=")[2] for item in self.nats.split())):
             nat.parse_profile(profile)
         if self.world:

@@ -29,6 +29,12 @@ def test_dp2pt_ids_are_unchanged_and_other_agents_name_themselves():
     (dict(agent="dp2pt", turn=True), "dp2pt uses no TURN server"),
     (dict(agent="ice", expect="maybe"), "expected outcome must be one of direct, relayed, failed"),
     (dict(agent="command", command="p", timeout=0), "timeout must be 0..120"),
+    # what `dp2pt peer` would refuse after the lab is up and a capture runs: refused at once
+    (dict(variant="improved", k=0), "k must be 1..64, not 0"),
+    (dict(variant="improved", k=-3), "k must be 1..64, not -3"),
+    (dict(variant="basic", k=6), "k applies to the improved variant, not basic"),
+    (dict(variant="improved", k=6, schedule="nope"), "unknown schedule 'nope'; known: diagram1, poisson-greedy"),
+    (dict(nats="cgn"), "'cgn' is not ROUTER=PROFILE"),
 ])
 def test_cells_refuse_what_cannot_run(kwargs, message):
     with pytest.raises(ConfigError, match=message):
