@@ -100,6 +100,19 @@ def test_a_peer_started_before_its_server_waits_for_it():
                 proc.wait(5)
 
 
+def test_udp_port_zero_puts_the_second_probe_on_a_free_port_too():
+    """--udp HOST:0 (any free port) must not put STUN's alternate port on PORT+1 = 1."""
+    server = subprocess.Popen(DP2PT + ["server", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = json.loads(server.stdout.readline())
+        udp, alt = ready["udp"][1], ready["alt"][1]
+        assert alt >= 1024 and alt != udp, ready
+    finally:
+        server.terminate()
+        server.wait(5)
+
+
 def test_listen_allow_admits_only_the_named_peers():
     with server_process() as (_, tcp, _udp):
         server = f"{tcp[0]}:{tcp[1]}"

@@ -234,7 +234,7 @@ class LocationServer:
         host = cfg.udp[0]
         main = self._bind((host, cfg.udp[1]), workers)
         port = main.getsockname()[1]
-        alt = self._bind((host, cfg.alt_port if cfg.alt_port is not None else cfg.udp[1] + 1), workers)
+        alt = self._bind((host, cfg.alt_port if cfg.alt_port is not None else cfg.udp[1] and cfg.udp[1] + 1), workers)
         alt_port = alt.getsockname()[1]
         self.stun_addresses = addrs = StunAddresses(host, port, alt_port, cfg.alt_ip)
         socks = {(host, port): main, (host, alt_port): alt}
