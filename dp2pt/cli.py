@@ -61,6 +61,19 @@ def _count(text: str) -> int:
     return int(text)
 
 
+#: More STUN workers than this per core only add processes that wait for the same CPUs.
+WORKERS_PER_CORE = 4
+
+
+def _workers(text: str) -> int:
+    import os
+
+    n, most = _count(text), WORKERS_PER_CORE * (os.cpu_count() or 1)
+    if n > most:
+        raise argparse.ArgumentTypeError(f"{text} workers on {os.cpu_count()} cores: at most {most}")
+    return n
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
@@ -110,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--alt-port", type=_port, help="STUN port of the second probe (default: UDP port + 1)")
     server.add_argument("--alt-ip", type=_ip, metavar="IP",
                         help="a second address of this host: RFC 5780 mode (OTHER-ADDRESS, CHANGE-REQUEST honoured)")
-    server.add_argument("--stun-workers", type=_count, default=0, metavar="N",
-                        help="N more processes answering STUN on the same ports (SO_REUSEPORT; default 0)")
+    server.add_argument("--stun-workers", type=_workers, default=0, metavar="N",
+                        help=f"N more processes answering STUN on the same ports (SO_REUSEPORT; default 0, at most "
+                             f"{WORKERS_PER_CORE} per core)")
     server.add_argument("--peer-server", type=address, action="append", default=[],
                         help="TCP address of another location server of the federation (repeatable)")
     server.add_argument("--accept-server", action="append", default=[], metavar="IP",

@@ -153,6 +153,7 @@ def test_unknown_peer():
         (["server", "--tcp", "127.0.0.1:0", "--udp", "0.0.0.0:0", "--alt-ip", "127.0.0.2"], "not a wildcard"),
         (["server", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--alt-ip", "127.0.0.1"], "must differ"),
         (["server", "--tcp", "127.0.0.1:0", "--stun-workers", "-2"], "non-negative"),
+        (["server", "--tcp", "127.0.0.1:0", "--stun-workers", "100000"], "at most"),
         (["server", "--login-timeout", "0"], "positive number of seconds"),
         (["server", "--max-conns", "0"], "positive integer"),
         (["peer", "--id", "A", "--server", "127.0.0.1:1", "listen", "--allow"], "expected at least one argument"),
