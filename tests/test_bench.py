@@ -84,6 +84,8 @@ def test_server_cpu_counts_its_workers():
 def test_bad_part_is_a_user_error(capsys):
     assert bench.main(["--parts", "nope", "--out", "/tmp/x.json"]) == 2
     assert "unknown part" in capsys.readouterr().err
+    assert bench.main(["--parts", ",", "--out", "/tmp/x.json"]) == 2  # not an empty table over the last results
+    assert "names no part" in capsys.readouterr().err
 
 
 def test_percentile_nearest_rank():

@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from lab.bench.suite import DEFAULT_OUT, markdown, run
+from lab.bench.suite import DEFAULT_OUT, PARTS, markdown, run
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default %(default)s)")
-    p.add_argument("--parts", default="stun,memory,abuse,directory,links,lab,agents",
-                   help="comma-separated subset of stun,memory,abuse,directory,links,lab,agents (default %(default)s)")
+    p.add_argument("--parts", default=",".join(PARTS),
+                   help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
     p.add_argument("--runs", type=int, default=100, help="lab runs per variant for time to direct path")
     p.add_argument("--agent-runs", type=int, default=3,
                    help="agents: runs per NAT pair and agent (ICE vs dp2pt, 25 pairs x 4 agents)")
@@ -20,9 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     parts = set(filter(None, args.parts.split(",")))
-    unknown = parts - {"stun", "memory", "abuse", "directory", "links", "lab", "agents"}
-    if unknown:
-        print(f"bench: error: unknown part(s) {', '.join(sorted(unknown))}", file=sys.stderr)
+    unknown = parts - set(PARTS)
+    if unknown or not parts:
+        print(f"bench: error: unknown part(s) {', '.join(sorted(unknown))}" if unknown else
+              f"bench: error: --parts names no part (choose from {','.join(PARTS)})", file=sys.stderr)
         return 2
     if not 1 <= args.runs <= 1000:
         print("bench: error: --runs must be 1..1000", file=sys.stderr)

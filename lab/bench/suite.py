@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 DEFAULT_OUT = Path("bench/results.json")
+#: The parts of a run, in the order they run (``--parts``).
+PARTS = ("stun", "memory", "abuse", "directory", "links", "lab", "agents")
 
 
 def machine() -> dict:
