@@ -97,3 +97,15 @@ def test_a_bad_declared_nat_profile_fails_when_the_topology_loads():
     data["nodes"]["a"]["nat"] = "full-cone"
     with pytest.raises(ConfigError, match="only a router"):
         topology.from_dict(data)
+
+
+def test_the_compose_world_of_another_topology_runs_its_own_file():
+    """``compose up --topology zoo`` must start zoo's containers, not compose.yaml's (fig1's)."""
+    from lab.world.backends.compose import COMPOSE_FILE, ComposeWorld
+
+    with ComposeWorld()._file() as file:
+        assert file == COMPOSE_FILE
+    zoo = ComposeWorld("zoo")
+    with zoo._file() as file:
+        assert file.read_text() == compose.render(zoo.topology, zoo.source)
+    assert not file.exists()  # rendered for one compose command, then removed

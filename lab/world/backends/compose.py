@@ -11,11 +11,14 @@ compose world through the same code as on any lab. Everything carries the label
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 from lab.errors import ConfigError, EnvironmentProblem, LabStateError, MissingTool, UnknownNode
 from lab.world import compose, topology
@@ -40,9 +43,12 @@ class ComposeWorld:
     """One topology as the compose project ``dp2pt`` (one at a time: its names are fixed)."""
 
     def __init__(self, topology_name: str | Path = COMPOSE_TOPOLOGY, file: Path | None = None) -> None:
+        """``file``: the compose file to run; default the committed ``compose.yaml`` for fig1, and for
+        any other world its rendering, written afresh for each compose command (``--topology zoo``)."""
         self.source = topology.resolve(topology_name)
         self.topology = topology.load(self.source)
-        self.file = file or COMPOSE_FILE
+        committed = self.source == topology.resolve(COMPOSE_TOPOLOGY)
+        self.file = file or (COMPOSE_FILE if committed else None)
 
     # ---- up -----------------------------------------------------------------------------------
 
@@ -81,7 +87,7 @@ class ComposeWorld:
             client.api.inspect_image(image)
         except Exception:
             raise EnvironmentProblem(f"image {image} is missing: run make lab-image") from None
-        if not self.file.exists():
+        if self.file is not None and not self.file.exists():
             raise ConfigError(f"{self.file} does not exist: dp2pt-lab compose {self.source.stem} > {self.file}")
 
     def wait_ready(self, lab: dockerlab.DockerLab, timeout: float = READY_TIMEOUT) -> float:
@@ -143,6 +149,17 @@ class ComposeWorld:
 
     # ---- helpers ------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _file(self) -> Iterator[Path]:
+        """The compose file of this world: ``self.file``, or its rendering in a temporary file."""
+        if self.file is not None:
+            yield self.file
+            return
+        with tempfile.NamedTemporaryFile("w", prefix=f"dp2pt-compose-{self.topology.name}-", suffix=".yaml") as f:
+            f.write(compose.render(self.topology, self.source))
+            f.flush()
+            yield Path(f.name)
+
     def node_name(self, name: str) -> str:
         """A node of the world, also by its name in the compose lab of old (``peer-a`` -> ``a``)."""
         name = compose.OLD_NAMES.get(name, name)
@@ -151,8 +168,9 @@ class ComposeWorld:
 
     def _compose(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         tool = compose_cmd()
-        argv = tool + ["-p", compose.PROJECT, "-f", str(self.file), *args]
-        done = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, **(env or {})))
+        with self._file() as file:
+            argv = tool + ["-p", compose.PROJECT, "-f", str(file), *args]
+            done = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, **(env or {})))
         if check and done.returncode != 0:
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
             raise LabStateError(f"{' '.join(tool)} {args[0]} failed: {lines[-1] if lines else done.returncode}")
