@@ -11,6 +11,13 @@ did. The tolerances are the issue's, never widened for load:
   tolerance);
 - rate: throughput of link-layer bytes within 10% of the declared rate when sent at twice it.
 
+A timing claim is measured in rounds: a round that misses is measured again after a pause, up to
+:data:`ROUNDS` in all, and the claim fails only when every round missed (each round's numbers, and
+the emulator's own lateness, in the message). A mechanism that adds the wrong delay misses every
+round; what one round can miss by is the machine: on a shared 2-core VM a few seconds in which
+every wake-up comes a millisecond late (other guests' load) once shifted two Docker measurements in
+a row by 1-1.4 ms, tolerances stay the issue's.
+
 The userspace emulator runs here; netem is measured where the kernel has it and skipped with the
 reason where it does not.
 """
@@ -20,6 +27,8 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import time
+from typing import Callable
 
 import pytest
 
@@ -42,6 +51,9 @@ SEED = 7
 RTT_SAMPLES = 100
 JITTER_SAMPLES = 200
 LOSS_DATAGRAMS = 2000
+#: Rounds of a timing measurement, and the pause before each repeat (a disturbance lasts seconds).
+ROUNDS = 3
+ROUND_PAUSE_S = 5.0
 
 
 def _tolerance_ms(configured: float) -> float:
@@ -72,6 +84,22 @@ def _rtts(lab, src: str, dst: str, count: int, interval: float = 0.002) -> list[
     return [s for s in result["samples_ms"] if s is not None]
 
 
+def _in_rounds(lab, measure: Callable[[], str | None]) -> None:
+    """Run ``measure`` (None when the claim holds, else what it saw) until a round holds or
+    :data:`ROUNDS` missed; fail with every round's numbers and the emulator's lateness."""
+    missed = []
+    for round_ in range(ROUNDS):
+        if round_:
+            time.sleep(ROUND_PAUSE_S)
+        seen = measure()
+        if seen is None:
+            return
+        missed.append(seen)
+    stats = linkctl.emulator_stats(lab.prefix) or {}
+    pytest.fail(f"every round missed: {missed}; emulator realtime={stats.get('realtime')}, "
+                f"lateness={stats.get('lateness')}")
+
+
 def _delay(node: str) -> float:
     return parse_conditions(CONDITIONS.get(node, "clear")).delay_ms
 
@@ -83,30 +111,39 @@ def _delay(node: str) -> float:
 ])
 def test_round_trip_time_is_the_configured_sum(lab, src, dst, dst_node):
     configured = 2 * (_delay(src) + _delay(dst_node))
-    samples = _rtts(lab, src, dst, RTT_SAMPLES)
-    # These links declare no loss. On Docker a rare echo goes missing (2 of 3,600 once, none of 5,000
-    # in later runs; every frame left the emulator), so one in a hundred is let pass.
-    assert len(samples) >= 0.99 * RTT_SAMPLES
-    median = statistics.median(samples)
-    assert abs(median - configured) <= _tolerance_ms(configured), (median, configured)
+
+    def measure() -> str | None:
+        samples = _rtts(lab, src, dst, RTT_SAMPLES)
+        # These links declare no loss. On Docker a rare echo goes missing (2 of 3,600 once, none of
+        # 5,000 in later runs; every frame left the emulator), so one in a hundred is let pass.
+        assert len(samples) >= 0.99 * RTT_SAMPLES
+        median = statistics.median(samples)
+        ok = abs(median - configured) <= _tolerance_ms(configured)
+        return None if ok else f"median {median:.3f} ms vs {configured:g} ms"
+
+    _in_rounds(lab, measure)
 
 
 def test_jitter_spreads_round_trips_as_declared(lab):
     cond = parse_conditions(CONDITIONS["sink"])
-    samples = sorted(_rtts(lab, "nat-a", SINK, JITTER_SAMPLES, interval=0.001))
     centre, j = 2 * cond.delay_ms, cond.jitter_ms
     tol = _tolerance_ms(centre)
     # Each way adds uniform(-j, j): their sum is triangular on [-2j, 2j], with quartiles at
     # -/+ (2 - sqrt(2))·j and 5th/95th percentiles at -/+ (2 - sqrt(0.4))·j. Quantiles, not the
     # standard deviation: a frame the emulator sends late on a loaded machine (its own error,
     # counted in its lateness histogram) must not pass for jitter, nor hide a wrong spread.
-    q = statistics.quantiles(samples, n=20)
-    p05, p25, p75, p95 = q[0], q[4], q[14], q[18]
     iqr = 2 * (2 - math.sqrt(2)) * j
-    assert abs((p75 - p25) - iqr) <= 0.2 * iqr, (p25, p75)
     reach = (2 - math.sqrt(0.4)) * j
-    assert abs(p05 - (centre - reach)) <= tol and abs(p95 - (centre + reach)) <= tol, (p05, p95)
-    assert abs(statistics.median(samples) - centre) <= tol
+
+    def measure() -> str | None:
+        samples = sorted(_rtts(lab, "nat-a", SINK, JITTER_SAMPLES, interval=0.001))
+        q = statistics.quantiles(samples, n=20)
+        p05, p25, p75, p95, median = q[0], q[4], q[14], q[18], statistics.median(samples)
+        ok = (abs((p75 - p25) - iqr) <= 0.2 * iqr and abs(p05 - (centre - reach)) <= tol
+              and abs(p95 - (centre + reach)) <= tol and abs(median - centre) <= tol)
+        return None if ok else f"p05 {p05:.2f}, p25 {p25:.2f}, median {median:.2f}, p75 {p75:.2f}, p95 {p95:.2f} ms"
+
+    _in_rounds(lab, measure)
 
 
 @pytest.mark.parametrize("sender, receiver, receiver_ip", [
@@ -159,10 +196,14 @@ def test_status_shows_each_link_and_its_mechanism(lab):
 def test_conditions_change_on_a_running_lab(lab):
     before = statistics.median(_rtts(lab, "server", NAT_A, 20))
     linkctl.apply(lab, {"nat-a": parse_conditions("delay=15ms")})
-    try:
+    configured = 2 * (5 + 15)
+
+    def measure() -> str | None:
         after = statistics.median(_rtts(lab, "server", NAT_A, 20))
+        ok = abs(after - configured) <= _tolerance_ms(configured) and after - before > 25
+        return None if ok else f"median {before:.3f} ms before, {after:.3f} ms after vs {configured:g} ms"
+
+    try:
+        _in_rounds(lab, measure)
     finally:
         linkctl.apply(lab, {"nat-a": parse_conditions("clear")})
-    configured = 2 * (5 + 15)
-    assert abs(after - configured) <= _tolerance_ms(configured), (before, after)
-    assert after - before > 25
