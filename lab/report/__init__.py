@@ -7,7 +7,8 @@ on lanes A, NAT-A, server, NAT-B, B, :mod:`~lab.report.draw` draws ladders and t
 :mod:`~lab.report.cli` is ``dp2pt-lab report`` / ``python3 -m lab.report``.
 """
 
-from lab.report.build import cell_dirs, load_result, outcome_panels, report, summary_markdown
-from lab.report.cli import main, register
+from lab.report.build import STEPS, cell_dirs, load_result, outcome_panels, report, summary_markdown
+from lab.report.cli import add_arguments, handler, main, register
 
-__all__ = ["cell_dirs", "load_result", "main", "outcome_panels", "register", "report", "summary_markdown"]
+__all__ = ["STEPS", "add_arguments", "cell_dirs", "handler", "load_result", "main", "outcome_panels", "register",
+           "report", "summary_markdown"]

@@ -6,7 +6,10 @@ probability of success in communication can be increased". ``dp2pt-lab study imp
 that: the model's points (:mod:`~lab.study.points`) and their plots (:mod:`~lab.study.plot`), lab runs
 on two ``symmetric-sequential`` kernel NATs under Poisson or scripted cut-ins
 (:mod:`~lab.study.lab_runs`), and the verdict whether model and lab agree
-(:mod:`~lab.study.agreement`); :mod:`~lab.study.cli` is the command.
+(:mod:`~lab.study.agreement`); :mod:`~lab.study.cli` is the command. The same claims on links with a
+clock (delay, loss, regions): :mod:`~lab.study.sweep` runs settings of link conditions run by run,
+:mod:`~lab.study.clock` is ``study timing|cutin|fig4|loss|relay`` (the spec's timing claims next to
+the round trip times they ran at).
 
 The names below are the package's API (``from lab import study; study.parse_ks(...)``).
 """

@@ -28,6 +28,28 @@ def test_from_lab_import_old_names():
     assert (docker.__name__, netns.__name__) == ("lab.world.backends.docker", "lab.world.backends.netns")
 
 
+#: Public names of the flat modules that became packages (lab/report.py, lab/bench.py, lab/study.py).
+OLD_PACKAGE_NAMES = {
+    "lab.report": ["STEPS", "cell_dirs", "load_result", "summary_markdown", "report", "add_arguments", "handler",
+                   "register", "main"],
+    "lab.bench": ["DEFAULT_OUT", "machine", "markdown", "run", "add_arguments", "handler", "register", "main"],
+    "lab.study": ["DEFAULT_RATES", "DEFAULT_SCHEDULES", "DEFAULT_KS", "DEFAULT_TRIALS", "DEFAULT_LAB_RUNS",
+                  "SUMMARY_K", "CSV_NAME", "Row", "parse_ks", "parse_rates", "model_rows", "write_csv", "plot",
+                  "summary", "run_improved", "register", "LAB_PROFILE", "POISSON_SPAN_MS", "MODEL_TRIALS_FOR_LAB",
+                  "GRID", "GRID_DELTAS", "model_nat", "prediction_interval", "plan_noise", "LabOutcome",
+                  "allocation_order", "replay_arrivals", "replay_prediction", "lab_poisson_run", "lab_grid_run",
+                  "model_prediction", "RUNS_JSONL", "RUN_ATTEMPTS", "collect_lab", "load_runs", "judge_lab",
+                  "judge_poisson", "run_timelines", "realized_counts", "GRID_CSV_NAME", "write_grid"],
+}
+
+
+@pytest.mark.parametrize("package", sorted(OLD_PACKAGE_NAMES))
+def test_old_module_names_are_the_package_s(package):
+    module = importlib.import_module(package)
+    missing = [name for name in OLD_PACKAGE_NAMES[package] if not hasattr(module, name)]
+    assert not missing, f"{package} lost names users import: {missing}"
+
+
 @pytest.mark.parametrize("module", ["lab.matrix", "lab.report", "lab.bench", "lab.bench_stun"])
 def test_old_module_runs_with_dash_m(module):
     done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
