@@ -3,7 +3,7 @@
     dp2pt-lab up [TOPOLOGY] [--nat-a PROFILE] [--nat-b PROFILE] [--nat ROUTER=PROFILE] [--prefix P]
                  [--link NODE[:SEG]=COND ...] [--image NODE=IMAGE ...]   (docker: a peer from your own image)
     dp2pt-lab run [SCENARIO|all] [--agent dp2pt|ice|command] [--nat-a P --nat-b P --variant V --k K
-                  --cut-a N --cut-b N] [--command "PROG ARGS"] [--turn] [--timeout S] [--link ...]
+                  --cut-a N --cut-b N] [--command "PROG ARGS" [--command-b "B'S PROG"]] [--turn] [--timeout S] [--link ...]
                   [--topology zoo --peers A,B --nat ROUTER=P --noise-a NODE --collision]
     dp2pt-lab link [NODE[:SEG]=COND ...] [--clear-all]   (a running lab's link conditions)
     dp2pt-lab exec NODE -- CMD [ARG...]
@@ -221,7 +221,8 @@ def cmd_run(args) -> int:
         agent = args.agent or ("command" if args.command else "dp2pt")
         world = "" if args.topology in ("fig1", "fig4") else args.topology
         cells = [Cell(args.nat_a, args.nat_b, args.variant, args.k, args.schedule, args.cut_a, args.cut_b,
-                      agent=agent, command=args.command, turn=args.turn, timeout=args.timeout,
+                      agent=agent, command=args.command, command_b=args.command_b, turn=args.turn,
+                      timeout=args.timeout,
                       world=world, peers=args.peers or "", nats=" ".join(args.nat or []), noise_a=args.noise_a or "",
                       collision=args.collision)]
     own = args.lab is None  # a lab of its own (0.3 s) rather than someone else's by accident
@@ -362,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cut-b", type=int, default=0, help="flows cutting in on B's side")
     run.add_argument("--command", help="--agent command: the program run on A and B, with {LAB_...} placeholders "
                                        "(lab/README.md, Agents)")
+    run.add_argument("--command-b", help="--agent command: B's program when it is not A's (default: --command)")
     run.add_argument("--turn", action="store_true", help="--agent command: give the program a TURN server (coturn)")
     run.add_argument("--timeout", type=float, help="seconds the agent has (default: the agent's)")
     run.add_argument("--run-dir", default="runs", help="where run directories go (default ./runs)")

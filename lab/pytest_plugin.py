@@ -135,10 +135,11 @@ class NatLab:
             self._runner = Runner(self.lab, self.run_dir).start()
         return self._runner.run(Cell(nat_a, nat_b, variant, agent=agent, **cell))
 
-    def run_command(self, command: str, *, label: str = "command", turn: bool = False,
-                    timeout: float | None = None) -> "CellResult":
-        """Run ``command`` on A and B under the lab's contract (lab/README.md, Agents); judged from the capture."""
-        return self.run("command", label, command=command, turn=turn, timeout=timeout)
+    def run_command(self, command: str, *, command_b: str | None = None, label: str = "command",
+                    turn: bool = False, timeout: float | None = None) -> "CellResult":
+        """Run ``command`` on A and B (``command_b`` on B if given) under the lab's contract
+        (lab/README.md, Agents); judged from the capture."""
+        return self.run("command", label, command=command, command_b=command_b, turn=turn, timeout=timeout)
 
     def close(self) -> None:
         try:

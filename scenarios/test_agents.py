@@ -53,6 +53,15 @@ def test_a_program_that_crashes_is_a_failure_with_its_exit_code(runner):
     assert (r.outcome, r.route, r.a["exit_code"], r.b["exit_code"]) == ("failed", "none", 3, 3)
 
 
+def test_each_side_runs_its_own_program(runner):
+    """``command_b``: B runs another program than A (one implementation against another)."""
+    say = "python3 -c 'import json; print(json.dumps({{\"program\": \"{}\", \"role\": \"{{LAB_ROLE}}\"}}))'"
+    r = runner.run(Cell(PRC, PRC, "two-programs", agent="command", command=say.format("first"),
+                        command_b=say.format("second"), timeout=2))
+    assert (r.a["program"], r.a["role"], r.b["program"], r.b["role"]) == ("first", "A", "second", "B")
+    assert (r.outcome, r.route) == ("failed", "none")  # neither sent a datagram to the other
+
+
 @pytest.fixture(scope="module")
 def user_image(backend_name):
     """docs/examples/Dockerfile built on the lab's base image (no registry needed); removed after."""

@@ -115,8 +115,9 @@ class Command(AgentKind):
     name, variants, default_variant, ready = "command", None, "command", None
 
     def argv(self, cell, env, python, punch_timeout):
+        command = cell.command_b if env["LAB_ROLE"] == "B" and cell.command_b else cell.command
         try:
-            return contract.substitute(shlex.split(cell.command), env)
+            return contract.substitute(shlex.split(command), env)
         except contract.ContractError as exc:
             raise ConfigError(f"cell {cell.id}: {exc}") from None
 

@@ -7,7 +7,8 @@ unit test fails when the file and the derivation disagree, so neither can drift 
 
 Rows have an ``agent`` column (:mod:`lab.scenarios.agents`): dp2pt's cells, then ICE's over the
 same NAT pairs, so one run shows which cells each traverses. A ``command`` row names its program
-in the ``command`` column (the default matrix has none: a command is a user's).
+in the ``command`` column, and B's own in ``command_b`` when it differs (the default matrix has
+none: a command is a user's).
 
 Cut-ins are crossed only with the NATs where they mean something (sequential allocators: on a
 port-preserving or random NAT a neighbour's flow does not move the peer's next port).
@@ -32,7 +33,7 @@ from lab.scenarios.run import Cell
 
 MATRIX_CSV = Path(__file__).resolve().parents[2] / "scenarios" / "matrix.csv"
 FIELDS = ("nat_a", "nat_b", "agent", "variant", "k", "schedule", "cut_a", "cut_b", "world", "peers", "nats",
-          "noise_a", "collision", "expect", "why", "command")
+          "noise_a", "collision", "expect", "why", "command", "command_b")
 SEQ, RND, FULL, RC, PRC = (
     "symmetric-sequential", "symmetric-random", "full-cone", "restricted-cone", "port-restricted-cone",
 )
@@ -213,6 +214,7 @@ def load(path: Path | str = MATRIX_CSV) -> list[Cell]:
                     variant=row["variant"] or None, k=int(row["k"]) if row["k"] else None,
                     schedule=row["schedule"] or None, cut_a=int(row["cut_a"]), cut_b=int(row["cut_b"]),
                     expect=row["expect"], why=row["why"], command=row.get("command") or None,
+                    command_b=row.get("command_b") or None,
                     world=row.get("world") or "", peers=row.get("peers") or "", nats=row.get("nats") or "",
                     noise_a=row.get("noise_a") or "", collision=row.get("collision") == "1",
                 ))
@@ -234,7 +236,7 @@ def write(path: Path | str = MATRIX_CSV, cells: list[Cell] | None = None) -> Non
             w.writerow({"nat_a": c.nat_a, "nat_b": c.nat_b, "agent": c.agent, "variant": c.variant, "k": c.k or "",
                         "schedule": c.schedule or "", "cut_a": c.cut_a, "cut_b": c.cut_b, "world": c.world,
                         "peers": c.peers, "nats": c.nats, "noise_a": c.noise_a, "collision": int(c.collision) or "",
-                        "expect": c.expect, "why": c.why, "command": c.command or ""})
+                        "expect": c.expect, "why": c.why, "command": c.command or "", "command_b": c.command_b or ""})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,7 +79,9 @@ class Cell:
     ``variant`` is the agent's: dp2pt's ``basic`` (default) / ``simplified`` / ``improved`` /
     ``distributed``, ICE's ``stun`` (default) / ``turn``, or a free label naming a ``command``.
     ``command`` is the program a ``command`` cell runs on both sides (shell words, ``{LAB_...}``
-    placeholders), ``turn`` gives a command a TURN server, ``timeout`` overrides the agent's.
+    placeholders) and ``command_b`` B's when it is another one (a user's implementation against
+    another, as in an interop run), ``turn`` gives a command a TURN server, ``timeout`` overrides
+    the agent's.
     """
 
     nat_a: str
@@ -93,6 +95,7 @@ class Cell:
     why: str = ""
     agent: str = "dp2pt"
     command: str | None = None
+    command_b: str | None = None  # B's program when it differs from A's (command cells)
     turn: bool = False
     timeout: float | None = None
     peer_args: tuple[str, ...] = ()  # more `dp2pt peer` options for both peers (e.g. --stun, --discover-nat)
@@ -128,6 +131,8 @@ class Cell:
             raise ConfigError("a command cell needs a command (and only a command cell takes one)")
         if self.agent == "command" and not self.command.strip():
             raise ConfigError("the command is empty")
+        if self.command_b is not None and (self.agent != "command" or not self.command_b.strip()):
+            raise ConfigError("B's own command (command_b) is for a command cell, and must not be empty")
         if self.agent == "ice":
             object.__setattr__(self, "turn", self.variant == "turn")
         elif self.turn and self.agent == "dp2pt":

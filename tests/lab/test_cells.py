@@ -29,6 +29,8 @@ def test_dp2pt_ids_are_unchanged_and_other_agents_name_themselves():
     (dict(agent="dp2pt", turn=True), "dp2pt uses no TURN server"),
     (dict(agent="ice", expect="maybe"), "expected outcome must be one of direct, relayed, failed"),
     (dict(agent="command", command="p", timeout=0), "timeout must be 0..120"),
+    (dict(agent="dp2pt", command_b="p"), "command_b"),
+    (dict(agent="command", command="p", command_b=" "), "command_b"),
     # what `dp2pt peer` would refuse after the lab is up and a capture runs: refused at once
     (dict(variant="improved", k=0), "k must be 1..64, not 0"),
     (dict(variant="improved", k=-3), "k must be 1..64, not -3"),
@@ -48,6 +50,9 @@ def test_agent_argv_follow_the_contract():
     assert argv[-8:] == ["connect", "A7", "--variant", "improved", "--k", "6", "--schedule", "poisson-greedy"]
     cmd = Cell("full-cone", "full-cone", agent="command", command="./prog --peer {LAB_PEER_ID} '{LAB_ID} x'")
     assert agents.get("command").argv(cmd, env, "python3", 0.6) == ["./prog", "--peer", "A7", "B7 x"]
+    two = Cell("full-cone", "full-cone", agent="command", command="./prog {LAB_ROLE}", command_b="./other {LAB_ROLE}")
+    assert agents.get("command").argv(two, env, "python3", 0.6) == ["./other", "B"]
+    assert agents.get("command").argv(two, env | {"LAB_ROLE": "A"}, "python3", 0.6) == ["./prog", "A"]
     assert agents.get("ice").argv(Cell("full-cone", "full-cone", agent="ice"), env, "py", 0.6)[:3] == ["py", "-m", "lab.agents.ice"]
 
 
@@ -72,7 +77,7 @@ def test_matrix_has_an_agent_column_with_ice_over_every_pair():
 
 def test_a_command_row_round_trips_through_the_file(tmp_path):
     row = Cell("full-cone", "symmetric-random", "udp", agent="command", command="prog {LAB_ROLE}", expect="direct",
-               why="a user's program")
+               why="a user's program", command_b="other-prog --as {LAB_ROLE}")
     path = tmp_path / "m.csv"
     matrix.write(path, [row])
     assert matrix.load(path) == [row]
