@@ -15,6 +15,8 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# Debian's own python3 comes without pip (python3-pip); a pyenv or other python3 brings its own.
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   # coturn's and redis-server's postinst must not start system-wide daemons; the lab and the tests start their own.
@@ -23,7 +25,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   rm -f /usr/sbin/policy-rc.d
 fi
 
-python3 -m pip install -q -e '.[lab,dev,directory]'
+# Debian's python3 is "externally managed" (PEP 668): pip refuses to install next to apt's packages
+# unless told to. This machine is a lab run as root, and the lab starts `dp2pt` by name in every
+# node, so the package goes where that name is found, not into a virtual environment.
+pip_flags=()
+if python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+  pip_flags+=(--break-system-packages)
+fi
+python3 -m pip install -q "${pip_flags[@]}" -e '.[lab,dev,directory]'
 
 for step in scripts/setup.d/*.sh; do
   [ -e "$step" ] && bash "$step"
