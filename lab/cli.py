@@ -442,7 +442,8 @@ def _image_option(parser: argparse.ArgumentParser) -> None:
 def _link_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--link", action="append", metavar="NODE[:SEGMENT]=COND",
                         help="link conditions, repeatable: nat-a=delay=40ms,jitter=5ms,loss=1%%,rate=20mbit or "
-                             "=PRESET (dp2pt-lab link-presets); without :SEGMENT a router's WAN link")
+                             "=PRESET (dp2pt-lab link-presets); without :SEGMENT a router's WAN link; "
+                             "wan=... every router's WAN link")
     parser.add_argument("--link-mechanism", choices=linkctl.MECHANISMS,
                         help="auto (netem where the kernel has it, default), netem, or userspace; env "
                              + linkctl.ENV_MECHANISM)

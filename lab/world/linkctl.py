@@ -174,8 +174,8 @@ def apply(lab: "Lab", overrides: dict[str, Conditions], mechanism: str | None = 
                 topo.check_regions(regions)  # type: ignore[arg-type]
             state["regions"] = regions.to_dict() if regions is not None else None  # type: ignore[union-attr]
         for target, cond in overrides.items():
-            node, segment = topo.link_key(target)
-            wanted[f"{node}:{segment}"] = cond
+            for node, segment in topo.link_keys(target):
+                wanted[f"{node}:{segment}"] = cond
         wanted = {k: c for k, c in wanted.items() if not c.is_clear}
         regions = parse_regions(state["regions"]) if state.get("regions") else None
         by_dest = _destination_delays(lab, regions)

@@ -45,6 +45,8 @@ ROLES = ("server", "sink", "router", "peer", "noise", "directory")
 SEGMENT_KINDS = ("public", "carrier", "lan")
 #: RFC 6598 shared address space: where a carrier segment's subnets must lie.
 SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")
+#: A link target meaning every router's public (WAN) link: ``--link wan=delay=20ms``.
+WAN_LINKS = "wan"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")  # short: node names end up in interface names
 
 
@@ -190,16 +192,29 @@ class Topology:
         public = [l.segment for l in node.links if self.segments[l.segment].kind == "public"]
         return name, (public or [node.links[0].segment])[0]
 
+    def link_keys(self, target: str) -> list[tuple[str, str]]:
+        """:meth:`link_key`, or for :data:`WAN_LINKS` every router's public link: where a world meets
+        the internet, one link per path out (a NAT behind a carrier NAT reaches it through the
+        carrier's), so "20 ms on every WAN link" is one option whatever the world.
+
+        Raises:
+            UnknownNode: as :meth:`link_key`.
+        """
+        if target != WAN_LINKS:
+            return [self.link_key(target)]
+        return [(n.name, l.segment) for n in self.nodes.values() if n.role == "router"
+                for l in n.links if self.segments[l.segment].kind == "public"]
+
     def with_links(self, overrides: dict[str, Conditions], seed: int | None = None) -> "Topology":
-        """A copy with some links' conditions replaced (``"NODE[:SEGMENT]"`` -> conditions; clear
-        conditions remove a link's entry), its ``source`` updated so backends that store it keep them."""
+        """A copy with some links' conditions replaced (``"NODE[:SEGMENT]"`` or ``wan`` -> conditions;
+        clear conditions remove a link's entry), its ``source`` updated so backends that store it keep them."""
         conditions = dict(self.conditions)
         for target, cond in overrides.items():
-            key = self.link_key(target)
-            if cond.is_clear:
-                conditions.pop(key, None)
-            else:
-                conditions[key] = cond
+            for key in self.link_keys(target):
+                if cond.is_clear:
+                    conditions.pop(key, None)
+                else:
+                    conditions[key] = cond
         link_seed = self.link_seed if seed is None else seed
         source = dict(self.source)
         source["conditions"] = {f"{n}:{s}": c.spec for (n, s), c in conditions.items()}
@@ -336,10 +351,9 @@ def _with_link_section(topo: Topology, data: dict) -> Topology:
     if not isinstance(raw, dict):
         raise ConfigError("conditions: must map NODE[:SEGMENT] to conditions (e.g. nat-a: continental)")
     for target, spec in raw.items():
-        key = topo.link_key(str(target))
         cond = parse_conditions(spec if isinstance(spec, dict) else str(spec))
         if not cond.is_clear:
-            conditions[key] = cond
+            conditions.update({key: cond for key in topo.link_keys(str(target))})
     regions = None
     if data.get("regions") is not None:
         regions = parse_regions(data["regions"])
@@ -364,6 +378,8 @@ def _nat_of(node: str, role: str, profile: Any) -> str | None:
 def _check_name(name: str, what: str) -> None:
     if not _NAME_RE.match(str(name)):
         raise ConfigError(f"{what} name {name!r}: use 1-12 characters [a-z0-9-], starting with a letter")
+    if what == "node" and name == WAN_LINKS:
+        raise ConfigError(f"node name {name!r} is reserved: it names every router's WAN link (--link wan=...)")
 
 
 def _subnet_or_none(seg: Segment, ip: str, node: str) -> ipaddress.IPv4Network:

@@ -59,6 +59,20 @@ def test_a_link_is_a_node_and_segment_of_the_topology():
         t.link_key("nobody")
 
 
+def test_wan_is_every_router_s_public_link_in_any_world():
+    assert topology.load("fig4").link_keys("wan") == [("nat-a", "public"), ("nat-b", "public")]
+    zoo = topology.load("zoo")
+    keys = zoo.link_keys("wan")  # the home NATs behind the CGN reach the internet through its link
+    assert keys and all(zoo.segments[s].kind == "public" and zoo.node(n).role == "router" for n, s in keys)
+    assert "cgn" in {n for n, _ in keys} and "nat-a" not in {n for n, _ in keys}
+    t = zoo.with_links({"wan": Conditions(delay_ms=20)})
+    assert {k for k, c in t.conditions.items() if c.delay_ms == 20} == set(keys)
+    data = dict(topology.load("fig1").source)
+    data["nodes"] = dict(data["nodes"]) | {"wan": data["nodes"]["sink"]}
+    with pytest.raises(ConfigError, match="reserved"):
+        topology.from_dict(data)
+
+
 def test_topology_yaml_declares_conditions_and_overrides_keep_them_in_the_source():
     data = dict(topology.load("fig1").source)
     data["conditions"] = {"nat-a": "continental", "b:lan-b": {"delay": "2ms", "loss": "5%"}}
