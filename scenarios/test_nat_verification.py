@@ -5,7 +5,7 @@ profile against a STUN-only turnserver with two public addresses; its verdicts m
 profile's RFC 4787 mapping and filtering behaviours and whether it hairpins. Profiles with a short
 mapping timeout also pass the mapping lifetime test (alive before the timeout, gone after it).
 Port blocks and collisions, which an RFC 5780 client cannot see, are read from conntrack by
-scenarios/test_port_blocks.py and the matrix's collision cells.
+scenarios/test_port_blocks.py and scenarios/test_port_collision.py.
 """
 
 from __future__ import annotations

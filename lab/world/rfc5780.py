@@ -12,7 +12,7 @@ timeout (``timeout=`` at most :data:`LIFETIME_MAX` s) also gets the mapping life
 -T``: after T seconds the server answers to the first mapping from a second socket, RESPONSE-PORT):
 the mapping must live :data:`LIFETIME_MARGIN` s before its timeout and be gone as long after it.
 What an RFC 5780 client cannot see (port blocks, collisions) is read from the router's conntrack
-by scenarios instead (``scenarios/test_port_blocks.py``, the matrix's collision cells).
+by scenarios instead (``scenarios/test_port_blocks.py``, ``scenarios/test_port_collision.py``).
 
 The tool's filtering test waits out a few seconds per refused CHANGE-REQUEST, so
 :func:`across_labs` spreads the profiles over several labs side by side (two NATs each) and runs
