@@ -41,11 +41,13 @@ def stop_server(proc):
     return stats
 
 
-def honest_pair(tcp):
+def honest_pair(server, udp_control=False):
+    """A listens, B connects, both logged in at ``server`` (its TCP address, or its UDP one with ``udp_control``)."""
     async def main():
-        cfg = {"timeout": 5.0, "punch_timeout": 1.0}
+        cfg = {"timeout": 5.0, "punch_timeout": 1.0, "udp_control": udp_control}
         results = []
-        async with Peer(PeerConfig(id="A", server=tcp, **cfg)) as a, Peer(PeerConfig(id="B", server=tcp, **cfg)) as b:
+        async with Peer(PeerConfig(id="A", server=server, **cfg)) as a, \
+                Peer(PeerConfig(id="B", server=server, **cfg)) as b:
             listener = asyncio.ensure_future(a.listen(results.append, sessions=1))
             result_b = await b.connect("A")
             await asyncio.wait_for(listener, 5.0)

@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import socket
+import time
 
 import pytest
 
@@ -13,8 +14,10 @@ from dp2pt.errors import ServerUnreachable
 from dp2pt.proto import auth, stun
 from dp2pt.proto.auth import UDP_LOGIN_SIZE
 from lab.bench.abuse import collect as answers, unverified_udp_requests
+from lab.bench.memory import rss_kib
 from tests.loopback import location_server
 from tests.spoof import Spoofer, needs_root
+from tests.test_attacks_tcp import honest_pair, start_server, stop_server
 from tests.test_e2e_loopback import check_direct
 
 STUN_REPLY_MAX = 64  # a Binding response: header, XOR-MAPPED-ADDRESS, SOFTWARE, FINGERPRINT
@@ -123,3 +126,49 @@ def test_forged_sources_cannot_rename_a_udp_login_nor_silence_it():
     check_direct(result_a, result_b)  # and B reached A itself, through A's own messages numbered 1, 2, ...
     assert stats["unauthenticated_udp"] >= 200 and stats.get("internal_errors", 0) == 0
     assert rejected_by_a >= 200  # A dropped every forged "server" message, the forged session among them
+
+
+FLOOD_SECONDS = 3.0  # the flood's bounds: this long ...
+FLOOD_MAX = 1_000_000  # ... or this many datagrams, whichever comes first
+FLOOD_SIZE = 3987  # bytes per datagram: a padded login, as large as a control message may be
+MiB = 1024
+
+
+def udp_flood(dest, seconds=FLOOD_SECONDS, most=FLOOD_MAX):
+    """Padded logins without cookie from one unverified source to ``dest`` (on 127.0.0.1) as fast as
+    this process can send them; returns how many were sent."""
+    assert dest[0].startswith("127.")
+    login = {"type": "login", "id": "flood", "pad": ""}
+    data = json.dumps({**login, "pad": "0" * (FLOOD_SIZE - len(json.dumps(login)))}).encode()
+    sent = 0
+    end = time.monotonic() + seconds
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        while sent < most and time.monotonic() < end:
+            for _ in range(100):
+                try:
+                    s.sendto(data, dest)
+                except OSError:  # ENOBUFS on a loaded machine: go on
+                    pass
+                sent += 1
+    return sent
+
+
+def test_a_udp_flood_cannot_grow_the_server():
+    """The audit: every datagram of the main UDP port that is not STUN went from the STUN thread to the
+    event loop as one more callback, with no bound: 808k padded logins of 3,987 bytes in 6 s from one
+    unverified source grew the server from 27 to 142 MiB (the loop served 102k).  Now a bounded
+    backlog waits for the loop; what exceeds it is dropped and counted, and the server still serves."""
+    proc, tcp, udp = start_server()
+    try:
+        time.sleep(0.3)
+        before = rss_kib(proc.pid)
+        sent = udp_flood(udp)
+        grown = rss_kib(proc.pid) - before
+        a, b = honest_pair(udp, udp_control=True)
+    finally:
+        stats = stop_server(proc)
+    assert grown < 8 * MiB, f"server RSS grew by {grown} KiB under {sent} datagrams"
+    check_direct(a, b)
+    assert stats["udp_control_dropped"] > 0 and stats.get("internal_errors", 0) == 0, stats
+

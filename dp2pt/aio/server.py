@@ -10,7 +10,7 @@ to other servers, login claims and releases go to whichever the server was start
 
 STUN is answered off the event loop, by a thread (and ``--stun-workers`` processes) running
 :mod:`dp2pt.aio.stun_fast`; the datagrams of the main UDP port that are not STUN come back to the
-loop through :meth:`LocationServer._udp_control`.
+loop through a bounded backlog (:class:`_ControlBacklog`) to :meth:`LocationServer._udp_control`.
 
 Facing the internet (README, "Security"): a UDP login is answered by a stateless cookie no larger
 than the login, and only a login echoing it creates state; nothing is retransmitted to an address
@@ -29,7 +29,7 @@ import resource
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -58,6 +58,7 @@ DRAIN_TIMEOUT = 5.0  # ... until it drains, for at most this long (then it is cl
 MAX_OUTPUT = 256 * 1024  # bytes queued to one TCP connection (others' events included) before it is closed
 SOCKET_SNDBUF = 64 * 1024  # kernel send buffer of a peer's connection: control messages are small
 FEDERATION_RETRY = (0.1, 2.0)  # first and largest delay between attempts to reach a peer server
+CONTROL_BACKLOG = 256  # non-STUN datagrams (at most 4 KiB each) waiting for the event loop; more are dropped
 
 Address = tuple[str, int]
 
@@ -160,6 +161,42 @@ class _UdpSender:
             self.stats["udp_errors"] += 1
 
 
+class _ControlBacklog:
+    """The main port's non-STUN datagrams on their way from the STUN thread to the event loop.
+
+    Bounded, because the thread reads faster than the loop serves control: one callback per datagram
+    and no bound grew the server by 115 MiB in 6 s of a flood from one address.  Beyond
+    CONTROL_BACKLOG datagrams waiting, more are dropped and counted (``udp_control_dropped``; the
+    UDP control link resends).  The thread wakes the loop only when it is not already due to drain,
+    so a burst costs one wake-up.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, serve: Callable[[bytes, Address], None],
+                 stats: Counter[str], limit: int = CONTROL_BACKLOG) -> None:
+        self._loop = loop
+        self._serve = serve
+        self._stats = stats  # the STUN thread's counters
+        self._limit = limit
+        self._waiting: deque[tuple[bytes, Address]] = deque()
+        self._due = False
+
+    def put(self, data: bytes, addr: Address) -> None:
+        """From the STUN thread (the only writer): queue one datagram, or drop it if the backlog is full."""
+        if len(self._waiting) >= self._limit:
+            self._stats["udp_control_dropped"] += 1
+            return
+        self._waiting.append((data, addr))
+        if not self._due:
+            self._due = True
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        """On the event loop: serve what was waiting (what arrives meanwhile has woken it again)."""
+        self._due = False
+        for _ in range(len(self._waiting)):
+            self._serve(*self._waiting.popleft())
+
+
 class LocationServer:
     """Spec's location server 20 (or 22/24 of a federation)."""
 
@@ -226,7 +263,7 @@ class LocationServer:
         """Bind the STUN sockets (two ports; four in RFC 5780 mode) and serve them from the event loop.
 
         The main one also carries UDP control: its StunPort hands every non-STUN datagram to
-        :meth:`_udp_control`.  With workers, each address is a SO_REUSEPORT group whose first
+        :meth:`_udp_control`, through a bounded backlog.  With workers, each address is a SO_REUSEPORT group whose first
         socket is ours (see :mod:`dp2pt.aio.stun_workers`).
         """
         cfg = self.config
@@ -245,12 +282,9 @@ class LocationServer:
         if cfg.alt_ip is not None:
             self.addresses["other"] = addrs.other((host, port))
         sender = _UdpSender(main, self.stats)
-        loop = asyncio.get_running_loop()
-
-        def to_control(data: bytes, addr: Address) -> None:  # from the STUN thread to the event loop
-            loop.call_soon_threadsafe(self._udp_datagram, sender, data, addr)
-
-        ports = [StunPort(sock, local, addrs, socks, self.stun_stats, to_control if sock is main else None)
+        backlog = _ControlBacklog(asyncio.get_running_loop(), lambda data, addr: self._udp_datagram(sender, data, addr),
+                                  self.stun_stats)
+        ports = [StunPort(sock, local, addrs, socks, self.stun_stats, backlog.put if sock is main else None)
                  for local, sock in socks.items()]
         stop, self._stun_stop = os.pipe()
         self._stun_thread = threading.Thread(target=self._serve_stun, args=(ports, stop), name="dp2pt-stun",
