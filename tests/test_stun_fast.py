@@ -100,6 +100,26 @@ def test_a_mixed_batch_keeps_its_order_and_hands_control_over(server_sockets):
     assert stats["stun_fast"] == 4 and stats["stun_420"] == 1 and stats["stun_binding"] == 5
 
 
+@pytest.mark.parametrize("batch", [True, False])
+def test_an_internal_error_is_counted_and_logged_on_one_line(server_sockets, batch, caplog):
+    """The project's rule for bugs met by some input (README, "Security"): a count and one line, no traceback."""
+    if batch and stun_fast._MMSG is None:
+        pytest.skip("libc has no recvmmsg (not Linux)")
+    addrs, socks = server_sockets
+
+    def broken(data, addr):
+        raise ValueError("a bug in the control path")
+
+    port, stats = ports(addrs, socks, batch, other=broken)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.bind(("127.0.0.1", 0))
+        exchange(port, client, [b'{"type":"ping"}'])
+    (record,) = [r for r in caplog.records if r.name == "dp2pt.stun"]
+    assert stats["internal_errors"] == 1
+    assert record.exc_info is None and "\n" not in record.getMessage()
+    assert "ValueError: a bug in the control path" in record.getMessage()
+
+
 def test_the_steering_program_sends_control_to_the_server_and_spreads_stun():
     program = steering_program(3)
     assert program[-1] == (0x06, 0, 0, 0)  # non-STUN: index 0, the server's own socket

@@ -190,9 +190,9 @@ class StunPort:
                 self._serve(n)
                 if n < BATCH:
                     return
-        except Exception:  # a bad packet never crashes the server
+        except Exception as exc:  # a bug met by some packet: counted and logged on one line, never a traceback
             self.stats["internal_errors"] += 1
-            log.exception("STUN port %s", self.local)
+            log.error("internal error on STUN port %s:%s: %s: %s", *self.local[:2], type(exc).__name__, exc)
 
     def _drain_single(self) -> None:
         for _ in range(DRAIN_BATCHES * BATCH):
