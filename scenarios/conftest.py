@@ -8,6 +8,7 @@ conntrack dumps) is kept under ``runs/``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -64,12 +65,17 @@ def _lab(backend, name):
 
 
 def leftovers(backend, labs) -> list[str]:
-    """What remains of ``labs`` (handles): namespaces, state files, live processes they started."""
+    """What remains of ``labs`` (handles): namespaces, state files, live processes they started, the
+    link emulator and its state (started detached, so not among the processes)."""
+    from lab.world import linkctl
+
     left = []
     known = {info.prefix for info in backend.list()}
     for lab in labs:
         if lab.prefix in known:
             left.append(f"lab {lab.prefix} still listed by the backend")
+        if linkctl.leftover_prefixes(re.compile(re.escape(lab.prefix) + "$")):
+            left.append(f"link emulator or link state of lab {lab.prefix} still there")
         for pid, started in lab.spawned:
             if process_alive(pid, started):
                 left.append(f"process {pid} of lab {lab.prefix} still running")
