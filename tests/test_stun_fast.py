@@ -84,6 +84,20 @@ def test_fast_and_sans_io_paths_give_the_same_bytes(server_sockets):
 
 
 @needs_mmsg
+def test_every_stun_socket_answers_as_the_sans_io_path(server_sockets):
+    """Each socket's template carries its own RESPONSE-ORIGIN and OTHER-ADDRESS (the alternate IP's too)."""
+    addrs, socks = server_sockets
+    burst = [GOLDEN["plain"], GOLDEN["classic"]]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.bind(("127.0.0.1", 0))
+        source = client.getsockname()
+        for local in addrs.sockets():
+            port = StunPort(socks[local], local, addrs, socks, Counter())
+            want = [(answer(d, source, local, addrs).data, local) for d in burst]
+            assert exchange(port, client, burst) == want, local
+
+
+@needs_mmsg
 def test_a_mixed_batch_keeps_its_order_and_hands_control_over(server_sockets):
     addrs, socks = server_sockets
     control = []

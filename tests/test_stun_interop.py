@@ -111,30 +111,36 @@ def stats_of(proc) -> dict:
 @needs["turnserver"]
 def test_turnutils_stunclient_reads_rfc5780_attributes():
     def client(port):
-        return run(["turnutils_stunclient", "-p", str(port), HOSTS[0]])
+        out = run(["turnutils_stunclient", "-p", str(port), HOSTS[0]])
+        return out, _addresses(out.stdout, port)
 
-    ours, coturn = both(client)
+    (ours, our_addresses), (coturn, coturn_addresses) = both(client)
     assert ours.returncode == 0, ours.stderr
     for out in (ours.stdout, coturn.stdout):
         assert re.search(r"UDP reflexive addr: 127\.0\.0\.1:\d+", out), out
         assert re.search(rf"Other addr: : 127\.0\.0\.2:\d+", out), out
-    for field in ("Response origin", "Other addr"):
-        assert _lines(ours.stdout, field) == _lines(coturn.stdout, field, port_of=ours.stdout), field
+    assert our_addresses == coturn_addresses
 
 
-def _lines(text, field, port_of=None):
-    """The values of ``field`` lines with ports made relative (the two servers use different ports)."""
-    return [re.sub(r":(\d+)$", "", line.split(field)[-1].strip(": ")) for line in text.splitlines() if field in line]
+def _addresses(text, port):
+    """Every RFC 5780 address line (RESPONSE-ORIGIN, OTHER-ADDRESS) in order, with ports written
+    relative to the server's (``P``, ``P+1``): the two servers use different ones."""
+    names = {str(port): "P", str(port + 1): "P+1"}
+    return [f"{field}: " + re.sub(r":(\d+)$", lambda m: ":" + names.get(m[1], m[1]), value.strip(": "))
+            for field, value in re.findall(r"(Response origin|Other addr)(.*)", text)]
 
 
 @needs["turnserver"]
 def test_natdiscovery_classifies_the_same_against_dp2pt_and_coturn():
+    """Same verdicts, and the same addresses in every answer: natdiscovery aims its mapping test III
+    at the OTHER-ADDRESS of test II's answer, which came in on the alternate IP."""
     def client(port):
         out = run(["turnutils_natdiscovery", "-m", "-f", "-p", str(port), HOSTS[0]])
-        return parse_discovery(out.stdout), out.stdout
+        return parse_discovery(out.stdout), _addresses(out.stdout, port), out.stdout
 
-    (ours, text), (coturn, _) = both(client)
+    (ours, our_addresses, text), (coturn, coturn_addresses, _) = both(client)
     assert ours == coturn and ours[1] == "endpoint-independent", text  # loopback: nothing filters
+    assert our_addresses == coturn_addresses and "Other addr: 127.0.0.2:P+1" in our_addresses, text
 
 
 @needs["stun"]

@@ -37,9 +37,22 @@ def test_rfc5780_mode_says_where_the_answer_came_from_and_the_other_address():
     _, m = reply("plain", TWO)
     assert m.attributes == {"XOR-MAPPED-ADDRESS": SOURCE, "RESPONSE-ORIGIN": PRIMARY,
                             "OTHER-ADDRESS": ("203.0.113.51", 3479)}
-    _, m = reply("classic", TWO, local=("203.0.113.51", 3479))  # RFC 3489 names, relative to where it came in
+    _, m = reply("classic", TWO, local=("203.0.113.51", 3479))  # RFC 3489 names
     assert m.attributes == {"MAPPED-ADDRESS": SOURCE, "SOURCE-ADDRESS": ("203.0.113.51", 3479),
-                            "CHANGED-ADDRESS": PRIMARY}
+                            "CHANGED-ADDRESS": ("203.0.113.51", 3478)}
+
+
+@pytest.mark.parametrize("local, other", [
+    (PRIMARY, ("203.0.113.51", 3479)),
+    (("203.0.113.50", 3479), ("203.0.113.51", 3478)),
+    (("203.0.113.51", 3478), ("203.0.113.51", 3479)),  # natdiscovery's test II: test III goes here
+    (("203.0.113.51", 3479), ("203.0.113.51", 3478)),
+])
+def test_other_address_is_the_alternate_ip_and_the_other_port_as_coturn_names_it(local, other):
+    r, m = reply("plain", TWO, local=local)
+    assert m.attributes["OTHER-ADDRESS"] == other and m.attributes["RESPONSE-ORIGIN"] == r.via == local
+    _, m = reply("change ip+port", TWO, local=local)  # the answer itself still changes IP (RFC 5780 §7.2)
+    assert m.attributes["RESPONSE-ORIGIN"][0] != local[0] and m.attributes["OTHER-ADDRESS"] == other
 
 
 @pytest.mark.parametrize("name, via", [

@@ -10,7 +10,8 @@ the server answers anyone who sends a datagram, forged sources included (docs/SE
 - RFC 3489 request (no cookie, RFC 5389 §12.2): MAPPED-ADDRESS, the one attribute old clients read.
 - With a second address (RFC 5780 mode), also where the answer came from and the server's other
   address: RESPONSE-ORIGIN + OTHER-ADDRESS (RFC 5780 §6), or for RFC 3489 clients their old names
-  SOURCE-ADDRESS + CHANGED-ADDRESS, which Debian's ``stun`` and pystun3 read to classify a NAT.
+  SOURCE-ADDRESS + CHANGED-ADDRESS, which Debian's ``stun`` and pystun3 read to classify a NAT.  The
+  other address always has the alternate IP (:meth:`StunAddresses.other` says why).
 - FINGERPRINT only when the request carried one (it is checked when present; a mismatch is dropped).
 - CHANGE-REQUEST is honoured in RFC 5780 mode (the answer leaves from the other IP and/or port);
   without a second address a request with a change flag set gets 420, as from any RFC 8489 server
@@ -86,8 +87,17 @@ class StunAddresses:
         return ip, port
 
     def other(self, local: Address) -> Address:
-        """OTHER-ADDRESS for a request that arrived at ``local``: the other IP and the other port."""
-        return self.changed(local, stun.CHANGE_IP | stun.CHANGE_PORT)
+        """OTHER-ADDRESS (CHANGED-ADDRESS) for a request that arrived at ``local``: the alternate IP and
+        the other port, wherever the request came in, as coturn names it.
+
+        For a request to the main IP this is RFC 5780 §7.4's source of a change-IP-and-port answer, and
+        the only answer stuntman's client, ``stun``, pystun3 and ``--discover-nat`` read it from;
+        ``turnutils_natdiscovery`` re-reads it from its test II answer, which came in on the alternate
+        IP, and aims test III there, which §4.3 defines as the alternate address and port: naming the
+        main IP there would send test III back to it and call an address-dependent mapping
+        address-and-port-dependent.
+        """
+        return self.alt_ip, self.changed(local, stun.CHANGE_PORT)[1]  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
