@@ -155,6 +155,30 @@ def test_forged_and_replayed_messages_from_redis_are_dropped(redis_url):
     assert stats["directory_rejected"] == 3 + len(seen) and stray == 0
 
 
+def test_a_malformed_inbox_message_is_dropped_and_the_subscription_stays(redis_url):
+    """The audit: an 8,000-byte ``[[[...]]]`` raised RecursionError out of the inbox reader, counted as a
+    Redis error, and the server dropped and re-made its subscription (losing what came meanwhile)."""
+    async def main():
+        async with directory_servers(redis_url, 1, names=["m0"]) as (server,):
+            client = aioredis.Redis.from_url(redis_url)
+            spy = client.pubsub()
+            await spy.ssubscribe(d.inbox("m1"))
+            await spy.get_message(timeout=1)
+            heard = [await client.spublish(d.inbox("m0"), b"[" * 4000 + b"]" * 4000)]
+            lookup = make("lookup", q=1, id="nobody", **{"from": "X"})
+            lookup = d.Sealer(SECRET, "m1", "x").seal("m0", lookup, time.time())
+            heard.append(await client.spublish(d.inbox("m0"), lookup))
+            answer = await spy.get_message(timeout=2)
+            await spy.aclose()
+            await client.aclose()
+            return heard, answer, server.snapshot()
+
+    heard, answer, stats = asyncio.run(main())
+    assert heard == [1, 1] and answer is not None and answer["type"] == "smessage"  # the lookup after it: answered
+    assert stats["directory_rejected"] == 1 and stats.get("directory_errors", 0) == 0, stats
+    assert stats.get("internal_errors", 0) == 0
+
+
 def test_a_second_server_may_not_take_a_live_servers_name(redis_url):
     from dp2pt.errors import ConfigError
 

@@ -64,6 +64,16 @@ def test_wrong_secret_wrong_recipient_old_replayed_and_garbage_are_refused():
             s2.open(garbage, NOW)
 
 
+@pytest.mark.parametrize("nested", [b"[" * 4000 + b"]" * 4000, b'{"h":' * 1000 + b"1" + b"}" * 1000,
+                                    b'{"h":{"from":[[]]},"c":""}'], ids=["lists", "objects", "in the header"])
+def test_deeply_nested_garbage_is_refused_before_parsing(nested):
+    """The audit: an 8,000-byte ``[[[...]]]`` made json recurse until RecursionError, which escaped
+    ``open`` and cost the server its inbox subscription (messages published meanwhile were lost)."""
+    _, s2 = pair()
+    with pytest.raises(RemoteProtocolError, match="deeper"):
+        s2.open(nested, NOW)
+
+
 def test_remembered_nonces_are_forgotten_once_their_envelopes_are_too_old_anyway():
     s1, s2 = pair()
     for i in range(50):

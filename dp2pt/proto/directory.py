@@ -42,6 +42,7 @@ MAX_AGE = 30.0  # seconds an envelope stays valid (and its nonce remembered): th
 MIN_SECRET = 16  # bytes of shared secret, at least
 MAX_NAME = 64  # characters of a server name
 MAX_ENVELOPE = 2 * messages.MAX_MESSAGE_SIZE
+ENVELOPE_DEPTH = 2  # {"h": {header}, "c": ciphertext}: anything deeper is refused before parsing
 NONCE_BYTES = 12
 _INFO = b"dp2pt directory envelope v1"
 
@@ -133,11 +134,13 @@ class Sealer:
         """(sender name, sender instance, message) of an envelope addressed to us.
 
         Raises:
-            RemoteProtocolError: malformed, not for us, not authentic, too old or from the future,
-                replayed, or its message is not a valid control message.
+            RemoteProtocolError: malformed (too large, too deep, not JSON), not for us, not authentic,
+                too old or from the future, replayed, or its message is not a valid control message.
         """
         if len(data) > MAX_ENVELOPE:
             raise RemoteProtocolError(f"envelope of {len(data)} bytes exceeds {MAX_ENVELOPE}")
+        if messages.too_deep(data, ENVELOPE_DEPTH):
+            raise RemoteProtocolError(f"envelope nests deeper than {ENVELOPE_DEPTH}")
         try:
             outer = json.loads(data)
             header, sealed = outer["h"], base64.b64decode(outer["c"], validate=True)

@@ -104,7 +104,7 @@ def decode(data: bytes) -> dict[str, Any]:
     """
     if len(data) > MAX_MESSAGE_SIZE:
         raise RemoteProtocolError(f"control message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
-    if _too_deep(data):
+    if too_deep(data):
         raise RemoteProtocolError(f"control message nests deeper than {MAX_DEPTH}")
     try:
         msg = json.loads(data)
@@ -118,9 +118,10 @@ def decode(data: bytes) -> dict[str, Any]:
     return msg
 
 
-def _too_deep(data: bytes) -> bool:
-    """Whether brackets outside strings nest deeper than :data:`MAX_DEPTH` (json would recurse that deep)."""
-    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+def too_deep(data: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether brackets outside strings nest deeper than ``limit``: json would recurse that deep, and
+    raise RecursionError past Python's recursion limit, so JSON from a remote is checked before parsing."""
+    if data.count(b"[") + data.count(b"{") <= limit:
         return False
     depth, in_string, escaped = 0, False, False
     for byte in data:
@@ -135,7 +136,7 @@ def _too_deep(data: bytes) -> bool:
             in_string = True
         elif byte in (0x5B, 0x7B):  # [ {
             depth += 1
-            if depth > MAX_DEPTH:
+            if depth > limit:
                 return True
         elif byte in (0x5D, 0x7D):  # ] }
             depth -= 1
