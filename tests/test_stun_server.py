@@ -129,7 +129,7 @@ def test_what_is_not_a_binding_request_gets_no_answer(name):
 
 @pytest.mark.parametrize("addrs", [ONE, TWO])
 def test_answers_are_small(addrs):
-    """docs/SECURITY.md: at most 36 bytes more than the request, and 64 bytes but for PADDING."""
+    """README, "Answer sizes": at most 36 bytes more than the request; and 64 bytes but for PADDING."""
     for name, data in GOLDEN.items():
         r = answer(data, SOURCE, PRIMARY, addrs)
         if r is not None:

@@ -2,7 +2,8 @@
 
 :func:`answer` turns one request datagram, its source and the local address it arrived on into the
 reply and the local address to send it from.  Which attributes go in is a deliberate choice, because
-the server answers anyone who sends a datagram, forged sources included (docs/SECURITY.md):
+the server answers anyone who sends a datagram, forged sources included (README, "Security" and
+"Answer sizes"):
 
 - RFC 5389/8489 request (magic cookie): XOR-MAPPED-ADDRESS only.  Every client that sends the cookie
   must read it (RFC 5389 §15.2), so MAPPED-ADDRESS next to it would be 12 bytes of amplification for
