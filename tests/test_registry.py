@@ -234,6 +234,40 @@ def test_open_sessions_are_capped_per_peer_and_per_target():
     assert e.msg["code"] == "busy" and "'A'" in e.msg["message"]
 
 
+def test_the_listener_cap_counts_sessions_other_servers_own_too():
+    """The audit: the cap counted only sessions owned by the listener's own server, so sessions that
+    other servers opened with it (FIG. 4, 13-1) came on top, without limit."""
+    ls1 = registry("ls1", federated=True, limits=Limits(connect_burst=100, sessions_per_target=3))
+    ls2 = registry("ls2", federated=True, limits=Limits(connect_burst=100))
+    login(ls1, "ca", "A"), login(ls1, "c0", "C0"), login(ls1, "c1", "C1")
+    open_session(ls1, "c0")
+
+    def remote_session(conn):
+        """B<i> on ls2 connects to A on ls1: what ls1 does with the session ls2 delivers."""
+        login(ls2, conn, conn.upper())
+        (lookup,) = ls2.on_message(conn, connect(), 0)
+        (deliver, _) = ls2.lookup_done(lookup.q, "ls1", 0)
+        return deliver.msg["msg"]["session"], ls1.on_server_message("ls2", deliver.msg, 0)
+
+    sid1, (told,) = remote_session("b1")
+    assert (told.peer, told.msg["type"]) == ("A", "session")
+    sid2, _ = remote_session("b2")  # the third session A is in
+    sid3, (declined,) = remote_session("b3")
+    assert isinstance(declined, ToServer) and declined.msg["msg"] == make("decline", session=sid3)
+    (refusal,) = ls2.on_server_message("ls1", declined.msg, 0)  # the owner tells the caller, as for a decline
+    assert (refusal.peer, refusal.msg["code"]) == ("B3", "declined") and sid3 not in ls2.sessions
+    (busy,) = ls1.on_message("c1", connect(), 0)  # and a local caller finds A busy too
+    assert busy.msg["code"] == "busy" and ls1.stats["connects_limited"] == 2
+    ls1.on_message("ca", make("result", session=sid1, ok=False), 0)  # A is done with one of them
+    open_session(ls1, "c1")
+    gone = make("deliver", to="A", msg=make("error", code="peer-gone", message="peer B2 logged out", session=sid2))
+    ls1.on_server_message("ls2", gone, 0)  # an error ends a session for A too
+    assert list(ls1.proxied) == []
+    remote_session("b4")
+    ls1.on_disconnect("ca")  # and so does A's logout
+    assert list(ls1.proxied) == []
+
+
 def test_id_in_use_and_logout_tells_the_other_side():
     reg = registry()
     login(reg, "ca", "A")

@@ -131,7 +131,7 @@ class Limits:
     connect_burst: int = 10  # connects at once ...
     connect_rate: float = 1.0  # ... then this many per second
     sessions_per_peer: int = 4  # open sessions a peer started (role B)
-    sessions_per_target: int = 16  # open sessions a listener is in (role A)
+    sessions_per_target: int = 16  # open sessions a listener is in (role A), whichever server owns them
 
 #: (state, event, role) -> next state.  Anything else is a protocol error.
 TRANSITIONS: dict[tuple[str, str, str], str] = {
@@ -298,6 +298,8 @@ class Registry:
         if peer is None:
             return []
         del self.logins[peer]
+        for sid in [sid for sid, (_, held, _) in self.proxied.items() if held == peer]:
+            del self.proxied[sid]
         actions: list[Action] = [Release(peer)] if self.directory else []
         for session in [s for s in self.sessions.values() if s.role_of(peer)]:
             if session.role_of(peer) in session.results:
@@ -317,13 +319,7 @@ class Registry:
             found = login is not None and login.allows(str(msg.get("from", "")))
             return [ToServer(server, make("lookup_result", q=msg["q"], id=msg["id"], found=found))]
         if type_ == "deliver":
-            inner = msg["msg"]
-            if msg["to"] not in self.logins:
-                self.stats["undeliverable"] += 1
-                return []
-            if isinstance(inner.get("session"), str):
-                self.proxied[inner["session"]] = (server, msg["to"], now)
-            return [ToPeer(msg["to"], inner)]
+            return self._deliver(server, msg["to"], msg["msg"], now)
         if type_ == "upstream":
             try:
                 inner = messages.decode(messages.encode(msg["msg"]))
@@ -410,7 +406,7 @@ class Registry:
             return [ToPeer(peer, _error("busy", f"at most {self.limits.sessions_per_peer} open sessions per peer"))]
         login = self.logins.get(target)
         if login is not None and login.allows(peer):
-            if self._open_count(target, "A") >= self.limits.sessions_per_target:
+            if self._listener_sessions(target) >= self.limits.sessions_per_target:
                 self.stats["connects_limited"] += 1
                 return [ToPeer(peer, _error("busy", f"peer {target!r} has too many sessions open"))]
             return self._open_session(peer, msg, Participant(target, None), now)
@@ -423,6 +419,28 @@ class Registry:
 
     def _open_count(self, peer: str, role: str) -> int:
         return sum(1 for s in self.sessions.values() if s.participant(role).peer == peer)
+
+    def _listener_sessions(self, peer: str) -> int:
+        """Sessions our peer ``peer`` is in as the listener (A): owned here, or by another server we relay for."""
+        return self._open_count(peer, "A") + sum(1 for _, held, _ in self.proxied.values() if held == peer)
+
+    def _deliver(self, server: str, peer: str, inner: Msg, now: float) -> list[Action]:
+        """13-1: ``server`` sends our peer a message of a session it owns.  A new session past the
+        listener's cap is declined for it (the owner tells the caller, as when a listener declines);
+        an error ends the session for our peer, so we hold it no more."""
+        if peer not in self.logins:
+            self.stats["undeliverable"] += 1
+            return []
+        sid = inner.get("session")
+        if isinstance(sid, str):
+            if inner.get("type") == "session" and self._listener_sessions(peer) >= self.limits.sessions_per_target:
+                self.stats["connects_limited"] += 1
+                return [ToServer(server, make("upstream", **{"from": peer, "msg": make("decline", session=sid)}))]
+            if inner.get("type") == "error":
+                self.proxied.pop(sid, None)
+            else:
+                self.proxied[sid] = (server, peer, now)
+        return [ToPeer(peer, inner)]
 
     def _open_session(self, peer: str, msg: Msg, a: Participant, now: float) -> list[Action]:
         session = Session(
@@ -454,8 +472,11 @@ class Registry:
                 return [ToPeer(peer, _error("bad-report", problem, sid))]
         if from_server is None and sid in self.proxied:
             # We hold A for a session owned by another server: steps 7-1 / the punched/result path.
+            owner = self.proxied[sid][0]
+            if msg["type"] in ("result", "decline"):  # A's last word: it is in the session no more
+                del self.proxied[sid]
             inner = {k: v for k, v in msg.items() if k not in ("n", "mac")}  # our link's, not the owner's
-            return [ToServer(self.proxied[sid][0], make("upstream", **{"from": peer, "msg": inner}))]
+            return [ToServer(owner, make("upstream", **{"from": peer, "msg": inner}))]
         session = self.sessions.get(sid)
         role = session.role_of(peer) if session else None
         if session is None or role is None or session.participant(role).server != from_server:
