@@ -78,6 +78,37 @@ def test_forged_direct_datagrams_cannot_take_the_path():
     assert sent > 10 and a["rejected_datagrams"].get("forged", 0) + b["rejected_datagrams"].get("forged", 0) > 0
 
 
+def test_forged_datagrams_do_not_keep_a_peer_waiting():
+    """The audit: once the path was up, every datagram that came in pushed the data phase's deadline
+    back, forged ones included.  Here A waits for 40 data datagrams while B sends 5 and leaves, and a
+    thief floods A's data port with forged data datagrams for 3 s.  A gives up ``punch_timeout`` after
+    B's last datagram, while the flood still runs (it used to wait for the flood to end)."""
+    flood = 3.0
+    sent = 0
+
+    async def thief(sid, a_port, b_port):
+        nonlocal sent
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            end = time.monotonic() + flood
+            while sent < MAX_FORGED and time.monotonic() < end:
+                forged = Datagram(Kind.DATA, bytes.fromhex(sid), 0, sent, b"stolen", os.urandom(16))
+                s.sendto(bytes(forged), ("127.0.0.1", a_port))
+                sent += 1
+                await asyncio.sleep(0.002)
+
+    async def main():
+        async with location_server() as server:
+            start = time.monotonic()
+            a, b = await run_pair(server, {"count": 40}, {"count": 5}, on_session=thief)
+            return a, b, time.monotonic() - start
+
+    a, b, took = asyncio.run(main())
+    assert b["ok"] and a["direct"] and a["data_received"] == 5 and "5/40" in a["error"]
+    assert a["rejected_datagrams"]["forged"] > 0
+    assert took < flood, f"A waited {took:.1f} s, kept waiting by {sent} forged datagrams"
+
+
 class _Replayer(threading.Thread):
     """Sniffs D2PT datagrams between the two data ports on ``lo`` (AF_PACKET) and sends each again from
     its own socket: a replay by a third party that saw the traffic.  Bounded in count and time."""

@@ -118,6 +118,25 @@ def test_replayed_data_is_counted_once():
     assert a.received == {0} and a.stats["replayed"] == 4
 
 
+def test_only_an_authentic_new_datagram_is_a_sign_of_life():
+    """The audit: once the path was up, forged or replayed datagrams pushed the data phase's deadline
+    back; the peer now waits from ``heard``, which only the other side can move."""
+    a, b = paths(count=2)
+    assert a.heard is None
+    punch = b.punches(A_ADDR[0], [A_ADDR[1]], 0)
+    data = deliver(a, punch, B_ADDR, 1.0)  # up: A replies and sends its data
+    assert a.heard == 1.0
+    deliver(a, punch, THIEF, 2.0)  # replayed, by a third party ...
+    deliver(a, punch, B_ADDR, 2.0)  # ... or as if from B
+    a.receive(bytes(Datagram(Kind.DATA, SID, 0, 1, b"forged")), B_ADDR, 2.0)
+    assert a.heard == 1.0 and a.stats["replayed"] == 2 and a.stats["forged"] == 1
+    acks = [d for d in deliver(b, data, A_ADDR, 3.0) if datagram.parse(d[0]).kind == Kind.DATA_ACK]
+    deliver(a, acks, B_ADDR, 3.0)
+    assert a.heard == 3.0 and a.acked == {0, 1}
+    deliver(a, acks, B_ADDR, 4.0)  # the same acks again tell nothing new
+    assert a.heard == 3.0
+
+
 def test_resends_are_bounded():
     a, b = paths(count=2, tries=3)
     a.receive(b.punches(A_ADDR[0], [A_ADDR[1]], 0)[0][0], B_ADDR, 0.0)  # up: sends its data, never acked

@@ -773,10 +773,11 @@ class _SessionRun:
             answers = path.receive(data, addr, self.peer.clock())
             if path.direct and not was_direct:
                 self._direct_up()
-            if path.direct:
-                # Patience counts from the last datagram that came in: on a lossy link the other side
-                # may come up (and start its data) seconds after us, and it is still sending.
-                data_done_by = self.peer.clock() + self.cfg.punch_timeout
+            if path.heard is not None:
+                # Patience counts from the last datagram from the other side: on a lossy link it may
+                # come up (and start its data) seconds after us, and it is still sending.  Only an
+                # authentic, new datagram counts: forged and replayed ones could keep us waiting forever.
+                data_done_by = path.heard + self.cfg.punch_timeout
             self._send(answers)
             self.result["data_received"] = len(path.received)
             self.result["data_acked"] = len(path.acked)

@@ -39,6 +39,7 @@ class DirectPath:
         self.count = count
         self.payload = payload
         self.remote: Address | None = None
+        self.heard: float | None = None  # when an authentic datagram last told us something new (no forger can)
         self.hit: int | None = None  # index of the punch (or reply) that brought the path up
         self.received: set[int] = set()
         self.acked: set[int] = set()
@@ -76,12 +77,14 @@ class DirectPath:
         if dgram.kind == Kind.DATA_ACK:
             if self._unacked.acked(dgram.seq):
                 self.acked.add(dgram.seq)
+                self.heard = now
             return []
         if (dgram.kind, dgram.index, dgram.seq) in self._seen:
             self.stats["replayed"] += 1
             # A resent data datagram means our ack was lost: ack again, on the pinned path only.
             return [self._ack(dgram.seq)] if dgram.kind == Kind.DATA and self.remote else []
         self._seen.add((dgram.kind, dgram.index, dgram.seq))
+        self.heard = now
         out: list[Send] = []
         up = self.remote is None
         if up:
