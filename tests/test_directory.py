@@ -10,6 +10,7 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
+from dp2pt.aio.directory import Directory
 from dp2pt.aio.peer import Peer, PeerConfig
 from dp2pt.errors import LoginRefused, UnknownPeer
 from dp2pt.proto import directory as d
@@ -177,6 +178,19 @@ def test_a_malformed_inbox_message_is_dropped_and_the_subscription_stays(redis_u
     assert heard == [1, 1] and answer is not None and answer["type"] == "smessage"  # the lookup after it: answered
     assert stats["directory_rejected"] == 1 and stats.get("directory_errors", 0) == 0, stats
     assert stats.get("internal_errors", 0) == 0
+
+
+def test_a_bug_met_by_an_inbox_message_is_counted_and_the_reader_goes_on():
+    """Whatever opening a message raises, the inbox reader returns to its subscription."""
+    class Broken:
+        def open(self, data, now):
+            raise RecursionError("maximum recursion depth exceeded")
+
+    stats = collections.Counter()
+    directory = Directory("redis://127.0.0.1:1", "b0", SECRET, lambda *message: None, stats)
+    directory.sealer = Broken()
+    directory._receive(b"[]")
+    assert stats == {"internal_errors": 1}
 
 
 def test_a_second_server_may_not_take_a_live_servers_name(redis_url):
