@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 import time
 
@@ -467,9 +468,16 @@ def _load_plugins(sub) -> None:
             register(sub)
 
 
+def _interrupt(signum, frame) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A SIGTERM (a CI job's timeout, systemd, kill) ends a run as Ctrl-C does: the lab a command
+    # brought up is taken down on the way out instead of being left for down --all.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.func(args) or 0)
     except (LabError, Dp2ptError) as exc:  # the lab's errors and the model's/protocol's (study, bench)

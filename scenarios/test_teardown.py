@@ -103,3 +103,29 @@ def test_down_by_prefix_after_a_crash(backend, tmp_path):
     assert all(not os.path.exists(f"/proc/{p}") or open(f"/proc/{p}/stat").read().split(") ")[1][0] == "Z"
                for p in sleepers + emulators)
     assert not linkctl._emulator_pids(prefix=prefix) and not any(linkctl.STATE_DIR.glob(f"{prefix}.*"))
+
+
+def test_a_terminated_run_takes_its_lab_down(backend, tmp_path):
+    """SIGTERM (a CI timeout, kill) ends dp2pt-lab run as Ctrl-C does: its lab, emulator included, goes."""
+    if backend.name != "netns":
+        pytest.skip("checks netns objects")
+    from lab.world.backends import netns
+
+    before = set(netns.list_lab_namespaces())
+    run = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", "--nat-a", "full-cone", "--nat-b", "full-cone",
+                            "--link", "nat-a=delay=400ms", "--run-dir", str(tmp_path)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=os.path.dirname(os.path.dirname(__file__)))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not set(netns.list_lab_namespaces()) - before:
+        time.sleep(0.05)
+    new = set(netns.list_lab_namespaces()) - before
+    assert new, "the run should have brought a lab up"
+    time.sleep(1.0)  # into the cell: servers, capture, peers running, a 400 ms link holding frames
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=30)
+    left = set(netns.list_lab_namespaces()) & new
+    for prefix in left:  # what a failing run left, removed so the session's leftover check is about this test
+        subprocess.run([sys.executable, "-m", "lab.cli", "down", prefix], capture_output=True)
+    assert run.returncode == 130 and "interrupted" in err, err
+    assert not left and not any(linkctl._emulator_pids(prefix=p) for p in new)
