@@ -468,16 +468,35 @@ def _load_plugins(sub) -> None:
             register(sub)
 
 
-def _interrupt(signum, frame) -> None:  # noqa: ARG001
-    raise KeyboardInterrupt
+def _terminate_as_interrupt() -> None:
+    """From now on a SIGTERM (a CI job's timeout, systemd, kill) ends this process as Ctrl-C does, so
+    the lab a command brought up is taken down on the way out instead of being left for down --all.
+
+    Only in this process: a child forked from it (pyroute2 forks into namespaces, and stops the child
+    with SIGTERM) keeps the default, so it dies there instead of running the parent's clean-up.
+    """
+    owner = os.getpid()
+
+    def interrupt(signum, frame) -> None:  # noqa: ARG001
+        if os.getpid() != owner:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def console() -> int:
+    """The ``dp2pt-lab`` program (console script, ``python -m lab.cli``): :func:`main` as a process of
+    its own, which may take SIGTERM over (a caller of :func:`main` in its own process keeps its own)."""
+    _terminate_as_interrupt()
+    return main()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # A SIGTERM (a CI job's timeout, systemd, kill) ends a run as Ctrl-C does: the lab a command
-    # brought up is taken down on the way out instead of being left for down --all.
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.func(args) or 0)
     except (LabError, Dp2ptError) as exc:  # the lab's errors and the model's/protocol's (study, bench)
@@ -495,4 +514,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())
