@@ -321,6 +321,44 @@ def test_a_session_in_flight_when_a_server_dies_completes_through_another(redis_
     assert took < BACK_IN + 5.0  # one session's worth after the peers are back
 
 
+def test_a_connector_that_punched_runs_again_when_its_server_dies_before_a_punches(redis_url, tmp_path,
+                                                                                   monkeypatch):
+    """B has punched (step 15) but its server, the session's owner, dies before A is told to (16):
+    A will never punch, so B must not wait on its own for a datagram that cannot come; it runs the
+    session again through the server it logs in at next (the lab caught B waiting out its punch
+    timeout and failing when a kill landed just after B's punch)."""
+    from dp2pt.aio import peer as peer_module
+
+    with server_processes(redis_url, tmp_path, ["m0", "m1", "m2"]) as servers:
+        (_, ta), (pb, tb), (_, tc) = servers["m0"], servers["m1"], servers["m2"]
+        punch = peer_module._SessionRun._punch
+        kills = []
+
+        async def punch_then_lose_the_server(run, remote):
+            await punch(run, remote)
+            if run.role == "B" and not kills:
+                pb.kill()  # before B tells it "punched": nobody will order A's punch
+                kills.append(await asyncio.get_running_loop().run_in_executor(None, pb.wait))
+
+        monkeypatch.setattr(peer_module._SessionRun, "_punch", punch_then_lose_the_server)
+
+        async def main():
+            cfg = dict(retry=10.0, timeout=5.0, punch_timeout=1.0)
+            a = Peer(PeerConfig(id="A", server=ta, more_servers=[tc], **cfg))
+            b = Peer(PeerConfig(id="B", server=tb, more_servers=[tc], **cfg))
+            results = []
+            async with a, b:
+                listening = asyncio.ensure_future(a.listen(results.append, sessions=1))
+                result = await asyncio.wait_for(b.connect("A"), 20)
+                await asyncio.wait_for(listening, 5)
+                return result, results[0]
+
+        b_result, a_result = asyncio.run(main())
+    assert kills, "B never punched"
+    check_direct(a_result, b_result)
+    assert tuple(b_result["server"]) == tc
+
+
 def test_udp_logins_claim_their_ids_too(redis_url):
     """Over UDP control (cookie, then login) the claim works the same: a pair across servers goes
     direct, and a second login of a held id is refused without leaving an association behind."""

@@ -521,7 +521,7 @@ class _SessionRun:
         self._filter_sock: _DataSocket | None = None  # the filtering test's own socket
         self.task: asyncio.Task[Msg] | None = None
         self.lost: str | None = None  # why the session ended with a server
-        self.on_its_own = False  # both sides punched: the rest needs no server
+        self.on_its_own = False  # both sides punched (as far as this side can know): the rest needs no server
         self.result: Msg = {
             "ok": False,
             "role": self.role,
@@ -733,7 +733,10 @@ class _SessionRun:
     async def _direct(self) -> None:
         """Wait for the other side's punch (B) or reply (A), answer (step 17), then exchange data."""
         assert self.sock is not None
-        self.on_its_own = True
+        # A punches only once the server said B has (step 16 follows 15): from here both have. B has
+        # punched, but whether A was told to is the server's to say: until A's datagram arrives, a
+        # server lost under B means A may never punch, and B must run the session again elsewhere.
+        self.on_its_own = self.role == "A"
         self.phase = "waiting for a direct datagram"
         remote_ip = self.result["remote"]["ip"]
         ports = self.result["punch_ports"]
@@ -788,6 +791,7 @@ class _SessionRun:
 
     def _direct_up(self) -> None:
         assert self.path.remote is not None
+        self.on_its_own = True
         self.result["direct"] = True
         self.result["remote_endpoint"] = list(self.path.remote)
         self.result["hit"] = self.path.hit
