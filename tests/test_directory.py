@@ -344,12 +344,12 @@ def test_a_connector_that_punched_runs_again_when_its_server_dies_before_a_punch
 
         async def main():
             cfg = dict(retry=10.0, timeout=5.0, punch_timeout=1.0)
-            a = Peer(PeerConfig(id="A", server=ta, more_servers=[tc], **cfg))
-            b = Peer(PeerConfig(id="B", server=tb, more_servers=[tc], **cfg))
+            a = Peer(PeerConfig(id="A-punched", server=ta, more_servers=[tc], **cfg))
+            b = Peer(PeerConfig(id="B-punched", server=tb, more_servers=[tc], **cfg))
             results = []
             async with a, b:
                 listening = asyncio.ensure_future(a.listen(results.append, sessions=1))
-                result = await asyncio.wait_for(b.connect("A"), 20)
+                result = await asyncio.wait_for(b.connect("A-punched"), 20)
                 await asyncio.wait_for(listening, 5)
                 return result, results[0]
 
@@ -357,6 +357,43 @@ def test_a_connector_that_punched_runs_again_when_its_server_dies_before_a_punch
     assert kills, "B never punched"
     check_direct(a_result, b_result)
     assert tuple(b_result["server"]) == tc
+
+
+def test_a_session_whose_owner_dies_after_ordering_both_punches_still_goes_direct(redis_url, tmp_path,
+                                                                                   monkeypatch):
+    """The owner told A to punch (step 16), then died before A's punch reached B: B, waiting after its
+    own punch, must not give the session up (A is punching at it), so the path comes up in it."""
+    from dp2pt.aio import peer as peer_module
+
+    with server_processes(redis_url, tmp_path, ["m0", "m1", "m2"]) as servers:
+        (_, ta), (pb, tb), (_, tc) = servers["m0"], servers["m1"], servers["m2"]
+        punch = peer_module._SessionRun._punch
+        kills = []
+
+        async def lose_the_owner_then_punch(run, remote):
+            if run.role == "A" and not kills:
+                pb.kill()
+                kills.append(await asyncio.get_running_loop().run_in_executor(None, pb.wait))
+                await asyncio.sleep(0.3)  # B notices: its control connection closes
+            await punch(run, remote)
+
+        monkeypatch.setattr(peer_module._SessionRun, "_punch", lose_the_owner_then_punch)
+
+        async def main():
+            cfg = dict(retry=10.0, timeout=5.0, punch_timeout=2.0)
+            a = Peer(PeerConfig(id="A-ordered", server=ta, more_servers=[tc], **cfg))
+            b = Peer(PeerConfig(id="B-ordered", server=tb, more_servers=[tc], **cfg))
+            results = []
+            async with a, b:
+                listening = asyncio.ensure_future(a.listen(results.append, sessions=1))
+                result = await asyncio.wait_for(b.connect("A-ordered"), 20)
+                await asyncio.wait_for(listening, 5)
+                return result, results[0]
+
+        b_result, a_result = asyncio.run(main())
+    assert kills, "A was never told to punch"
+    check_direct(a_result, b_result)
+    assert b_result["session"] == a_result["session"] and tuple(b_result["server"]) == tb  # the first session
 
 
 def test_udp_logins_claim_their_ids_too(redis_url):

@@ -468,6 +468,8 @@ class Peer:
             run.close()
             self._runs.pop(run.sid, None)
             self._session_queues.pop(msg["session"], None)
+        if run.lost is None and run.orphaned is not None and not run.result["ok"]:
+            run.lost = run.orphaned  # the far side was never told to punch: run it again elsewhere
         if run.lost is None:
             await self._report_result(run.result)
         return run.result, run.lost is not None
@@ -522,6 +524,8 @@ class _SessionRun:
         self.task: asyncio.Task[Msg] | None = None
         self.lost: str | None = None  # why the session ended with a server
         self.on_its_own = False  # both sides punched (as far as this side can know): the rest needs no server
+        self.punched = False  # this side has punched and waits for the other's datagram
+        self.orphaned: str | None = None  # the server went away while this side waited after its punch
         self.result: Msg = {
             "ok": False,
             "role": self.role,
@@ -554,8 +558,16 @@ class _SessionRun:
         }
 
     def abort(self, reason: str) -> None:
-        """A server went away: end the session now, unless it no longer needs one (it is punching)."""
+        """A server went away: end the session now, unless it no longer needs one (both punched).
+
+        B waiting for A's datagram after its own punch cannot know whether the server ordered A's
+        punch before it died: the wait goes on (the path may still come up) and only its failure
+        counts as the server's loss, so that B then runs the session again elsewhere.
+        """
         if self.on_its_own or self.task is None or self.task.done():
+            return
+        if self.punched:
+            self.orphaned = reason
             return
         self.lost = reason
         self.task.cancel()
@@ -734,9 +746,10 @@ class _SessionRun:
         """Wait for the other side's punch (B) or reply (A), answer (step 17), then exchange data."""
         assert self.sock is not None
         # A punches only once the server said B has (step 16 follows 15): from here both have. B has
-        # punched, but whether A was told to is the server's to say: until A's datagram arrives, a
-        # server lost under B means A may never punch, and B must run the session again elsewhere.
+        # punched, but whether A was told to is the server's to say: a server lost now makes B's
+        # wait an orphan's (abort), until A's datagram arrives.
         self.on_its_own = self.role == "A"
+        self.punched = True
         self.phase = "waiting for a direct datagram"
         remote_ip = self.result["remote"]["ip"]
         ports = self.result["punch_ports"]
