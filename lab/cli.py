@@ -468,36 +468,46 @@ def _load_plugins(sub) -> None:
             register(sub)
 
 
-def _terminate_as_interrupt() -> None:
-    """From now on a SIGTERM (a CI job's timeout, systemd, kill) ends this process as Ctrl-C does, so
-    the lab a command brought up is taken down on the way out instead of being left for down --all.
+class Terminated(BaseException):
+    """SIGTERM arrived. It unwinds the stack as KeyboardInterrupt does (``finally`` takes a lab down),
+    but is not the terminal's ^C, which a command in the foreground got too (``exec`` waits for that
+    command on ^C; on SIGTERM it leaves)."""
+
+
+def _terminate_by_unwinding() -> None:
+    """From now on a SIGTERM (a CI job's timeout, systemd, kill) ends this process by raising
+    :class:`Terminated`, so the lab a command brought up is taken down on the way out instead of being
+    left for down --all; a second SIGTERM does not interrupt that clean-up.
 
     Only in this process: a child forked from it (pyroute2 forks into namespaces, and stops the child
     with SIGTERM) keeps the default, so it dies there instead of running the parent's clean-up.
     """
     owner = os.getpid()
+    terminating = False
 
-    def interrupt(signum, frame) -> None:  # noqa: ARG001
+    def terminate(signum, frame) -> None:  # noqa: ARG001
+        nonlocal terminating
         if os.getpid() != owner:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
-        raise KeyboardInterrupt
+        if not terminating:
+            terminating = True
+            raise Terminated
 
-    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def console() -> int:
     """The ``dp2pt-lab`` program (console script, ``python -m lab.cli``): :func:`main` as a process of
     its own, which may take SIGTERM over (a caller of :func:`main` in its own process keeps its own)."""
-    _terminate_as_interrupt()
+    _terminate_by_unwinding()
     return main()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except (LabError, Dp2ptError) as exc:  # the lab's errors and the model's/protocol's (study, bench)
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -505,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return 143
     except FileNotFoundError as exc:
         print(f"{PROG}: error: {exc.filename or exc}: not found", file=sys.stderr)
         return 3
