@@ -29,9 +29,9 @@ import resource
 import socket
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Container
 
 from dp2pt.aio.directory import Directory
 from dp2pt.aio.stun_fast import StunPort, serve
@@ -59,6 +59,7 @@ MAX_OUTPUT = 256 * 1024  # bytes queued to one TCP connection (others' events in
 SOCKET_SNDBUF = 64 * 1024  # kernel send buffer of a peer's connection: control messages are small
 FEDERATION_RETRY = (0.1, 2.0)  # first and largest delay between attempts to reach a peer server
 CONTROL_BACKLOG = 256  # non-STUN datagrams (at most 4 KiB each) waiting for the event loop; more are dropped
+CONTROL_BACKLOG_PER_SOURCE = 16  # ... of them from one address: a flood from one source leaves room for others
 
 Address = tuple[str, int]
 
@@ -165,36 +166,48 @@ class _ControlBacklog:
     """The main port's non-STUN datagrams on their way from the STUN thread to the event loop.
 
     Bounded, because the thread reads faster than the loop serves control: one callback per datagram
-    and no bound grew the server by 115 MiB in 6 s of a flood from one address.  Beyond
-    CONTROL_BACKLOG datagrams waiting, more are dropped and counted (``udp_control_dropped``; the
-    UDP control link resends).  The thread wakes the loop only when it is not already due to drain,
-    so a burst costs one wake-up.
+    and no bound grew the server by 115 MiB in 6 s of a flood from one address.  At most ``limit``
+    datagrams wait, ``per_source`` of them from one address, so one flooding source cannot crowd the
+    others out; addresses with a verified UDP association (``known``) have as much room again, so
+    a flood from many forged sources cannot cut the logged-in peers' keepalives.  What does not fit
+    is dropped and counted (``udp_control_dropped``; the UDP control link resends).  The thread wakes
+    the loop only when it is not already due to drain, so a burst costs one wake-up.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, serve: Callable[[bytes, Address], None],
-                 stats: Counter[str], limit: int = CONTROL_BACKLOG) -> None:
+                 stats: Counter[str], known: Container[Address], limit: int = CONTROL_BACKLOG,
+                 per_source: int = CONTROL_BACKLOG_PER_SOURCE) -> None:
         self._loop = loop
         self._serve = serve
         self._stats = stats  # the STUN thread's counters
-        self._limit = limit
-        self._waiting: deque[tuple[bytes, Address]] = deque()
+        self._known = known  # read from the STUN thread: a membership test is atomic
+        self._limit, self._per_source = limit, per_source
+        self._lock = threading.Lock()  # the STUN thread fills, the event loop drains
+        self._waiting: list[tuple[bytes, Address]] = []
+        self._by_source: Counter[Address] = Counter()
         self._due = False
 
     def put(self, data: bytes, addr: Address) -> None:
-        """From the STUN thread (the only writer): queue one datagram, or drop it if the backlog is full."""
-        if len(self._waiting) >= self._limit:
-            self._stats["udp_control_dropped"] += 1
-            return
-        self._waiting.append((data, addr))
-        if not self._due:
-            self._due = True
+        """From the STUN thread: queue one datagram, or drop it if its source or the backlog is full."""
+        with self._lock:
+            room = 2 * self._limit if addr in self._known else self._limit
+            if len(self._waiting) >= room or self._by_source[addr] >= self._per_source:
+                self._stats["udp_control_dropped"] += 1
+                return
+            self._by_source[addr] += 1
+            self._waiting.append((data, addr))
+            wake, self._due = not self._due, True
+        if wake:
             self._loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
-        """On the event loop: serve what was waiting (what arrives meanwhile has woken it again)."""
-        self._due = False
-        for _ in range(len(self._waiting)):
-            self._serve(*self._waiting.popleft())
+        """On the event loop: serve what was waiting (what arrives meanwhile wakes it again)."""
+        with self._lock:
+            batch, self._waiting = self._waiting, []
+            self._by_source.clear()
+            self._due = False
+        for data, addr in batch:
+            self._serve(data, addr)
 
 
 class LocationServer:
@@ -283,7 +296,7 @@ class LocationServer:
             self.addresses["other"] = addrs.other((host, port))
         sender = _UdpSender(main, self.stats)
         backlog = _ControlBacklog(asyncio.get_running_loop(), lambda data, addr: self._udp_datagram(sender, data, addr),
-                                  self.stun_stats)
+                                  self.stun_stats, self._udp_conns)
         ports = [StunPort(sock, local, addrs, socks, self.stun_stats, backlog.put if sock is main else None)
                  for local, sock in socks.items()]
         stop, self._stun_stop = os.pipe()
