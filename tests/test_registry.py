@@ -253,9 +253,9 @@ def test_the_listener_cap_counts_sessions_other_servers_own_too():
     assert (told.peer, told.msg["type"]) == ("A", "session")
     sid2, _ = remote_session("b2")  # the third session A is in
     sid3, (declined,) = remote_session("b3")
-    assert isinstance(declined, ToServer) and declined.msg["msg"] == make("decline", session=sid3)
-    (refusal,) = ls2.on_server_message("ls1", declined.msg, 0)  # the owner tells the caller, as for a decline
-    assert (refusal.peer, refusal.msg["code"]) == ("B3", "declined") and sid3 not in ls2.sessions
+    assert isinstance(declined, ToServer) and declined.msg["msg"] == make("decline", session=sid3, reason="busy")
+    (refusal,) = ls2.on_server_message("ls1", declined.msg, 0)  # the owner tells the caller A is busy
+    assert (refusal.peer, refusal.msg["code"]) == ("B3", "busy") and sid3 not in ls2.sessions
     (busy,) = ls1.on_message("c1", connect(), 0)  # and a local caller finds A busy too
     assert busy.msg["code"] == "busy" and ls1.stats["connects_limited"] == 2
     ls1.on_message("ca", make("result", session=sid1, ok=False), 0)  # A is done with one of them

@@ -72,6 +72,7 @@ OPTIONAL: dict[str, type] = {
     "session": _STR,  # error: the session it concerns
     "mapping": _STR,  # report, peer_report: the reporter's NAT mapping behaviour (--discover-nat, RFC 5780)
     "order": _STR,  # connect, session: "parallel" when both peers test their NATs at once (--order)
+    "reason": _STR,  # decline: "busy" when A's server declined for A (too many sessions), as a local cap says
 }
 
 

@@ -426,8 +426,8 @@ class Registry:
 
     def _deliver(self, server: str, peer: str, inner: Msg, now: float) -> list[Action]:
         """13-1: ``server`` sends our peer a message of a session it owns.  A new session past the
-        listener's cap is declined for it (the owner tells the caller, as when a listener declines);
-        an error ends the session for our peer, so we hold it no more."""
+        listener's cap is declined for it, saying why (the owner tells the caller it is busy, as a
+        local cap would); an error ends the session for our peer, so we hold it no more."""
         if peer not in self.logins:
             self.stats["undeliverable"] += 1
             return []
@@ -435,7 +435,8 @@ class Registry:
         if isinstance(sid, str):
             if inner.get("type") == "session" and self._listener_sessions(peer) >= self.limits.sessions_per_target:
                 self.stats["connects_limited"] += 1
-                return [ToServer(server, make("upstream", **{"from": peer, "msg": make("decline", session=sid)}))]
+                declined = make("decline", session=sid, reason="busy")
+                return [ToServer(server, make("upstream", **{"from": peer, "msg": declined}))]
             if inner.get("type") == "error":
                 self.proxied.pop(sid, None)
             else:
@@ -512,6 +513,8 @@ class Registry:
         if msg["type"] == "decline":  # A did not consent: B learns nothing of A's address
             self.stats["sessions_declined"] += 1
             del self.sessions[sid]
+            if msg.get("reason") == "busy":  # A's server declined for A (its cap): say so, as a local cap does
+                return self._to(session, "B", _error("busy", f"peer {session.a.peer!r} has too many sessions open", sid))
             return self._to(session, "B", _error("declined", f"peer {session.a.peer} declined the session", sid))
         session.results[role] = msg["ok"]
         if len(session.results) == 2:
