@@ -1,8 +1,14 @@
 """Typed errors, split by who is at fault (after h11).
 
 Every error a user can cause is a :class:`Dp2ptError`; the CLI prints its message on one line
-and exits non-zero, never a traceback.
+and exits non-zero, never a traceback. What no user should be able to cause (a bug met by some
+input) is counted and logged on one line by :func:`internal_error`, and the server carries on.
 """
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
 
 
 class Dp2ptError(Exception):
@@ -65,3 +71,14 @@ class TraversalFailed(Dp2ptError):
 
 class TransactionTimeout(Dp2ptError):
     """A request was retransmitted the maximum number of times without an answer (RFC 8489 §6.2.1)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: text`` of an exception, for a log line or a user's error (never a traceback)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def internal_error(stats: Counter[str], log: logging.Logger, where: str, exc: BaseException) -> None:
+    """A bug met by some input: counted (``internal_errors``) and logged on one line."""
+    stats["internal_errors"] += 1
+    log.error("internal error on %s: %s", where, one_line(exc))

@@ -28,7 +28,7 @@ from dp2pt.proto.schedules import get_schedule
 from lab import study
 from lab.scenarios import matrix
 from lab.scenarios.run import Cell, Runner
-from lab.world import linkctl, topology
+from lab.world import linkctl
 from lab.world.links import parse_conditions
 
 from .conftest import _lab
@@ -44,7 +44,8 @@ DELAYED = (
     ("symmetric-sequential", "symmetric-sequential", "improved", 1, 0),
     ("symmetric-sequential", "symmetric-sequential", "distributed", 0, 0),
 )
-#: Zoo rows (cell ids of scenarios/matrix.csv) re-run with delay on every router's WAN link.
+#: The zoo's cases (cell ids of scenarios/matrix.csv; ADM, port blocks and the collision live in FIG. 1's
+#: world, the rest in the zoo's) re-run with delay on every router's WAN link.
 DELAYED_ZOO = (
     "address-dependent__full-cone__basic__cut00",
     "symmetric-sequential_block=64__port-restricted-cone__basic__cut20",

@@ -33,7 +33,7 @@ from typing import Callable
 import pytest
 
 from dp2pt.model.estimate import binomial_interval
-from lab.world import linkctl, measure, netem, topology
+from lab.world import linkctl, measure, netem
 from lab.world.links import parse_conditions
 
 from .conftest import _lab
@@ -116,7 +116,8 @@ def test_round_trip_time_is_the_configured_sum(lab, src, dst, dst_node):
         samples = _rtts(lab, src, dst, RTT_SAMPLES)
         # These links declare no loss. On Docker a rare echo goes missing (2 of 3,600 once, none of
         # 5,000 in later runs; every frame left the emulator), so one in a hundred is let pass.
-        assert len(samples) >= 0.99 * RTT_SAMPLES
+        if len(samples) < 0.99 * RTT_SAMPLES:
+            return f"{RTT_SAMPLES - len(samples)} of {RTT_SAMPLES} echoes lost on links without loss"
         median = statistics.median(samples)
         ok = abs(median - configured) <= _tolerance_ms(configured)
         return None if ok else f"median {median:.3f} ms vs {configured:g} ms"

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from dp2pt.aio.peer import Peer, PeerConfig
-from dp2pt.errors import TraversalFailed, UnknownPeer
+from dp2pt.errors import UnknownPeer
 from dp2pt.proto.datagram import Datagram, Kind
 from tests.loopback import SlowStun, location_server
 from tests.procs import free_port

@@ -118,7 +118,7 @@ def test_turnutils_stunclient_reads_rfc5780_attributes():
     assert ours.returncode == 0, ours.stderr
     for out in (ours.stdout, coturn.stdout):
         assert re.search(r"UDP reflexive addr: 127\.0\.0\.1:\d+", out), out
-        assert re.search(rf"Other addr: : 127\.0\.0\.2:\d+", out), out
+        assert re.search(r"Other addr: : 127\.0\.0\.2:\d+", out), out
     assert our_addresses == coturn_addresses
 
 

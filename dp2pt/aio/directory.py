@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
-from dp2pt.errors import ConfigError, DirectoryUnavailable, RemoteProtocolError
+from dp2pt.errors import ConfigError, DirectoryUnavailable, RemoteProtocolError, internal_error, one_line
 from dp2pt.proto import directory as d
 
 log = logging.getLogger("dp2pt.directory")
@@ -101,7 +101,7 @@ class Directory:
                 break
             except (RedisError, OSError) as exc:
                 if time.monotonic() + delay > deadline:
-                    raise DirectoryUnavailable(f"cannot reach the directory {redacted(self.url)}: {_reason(exc)}") from None
+                    raise DirectoryUnavailable(f"cannot reach the directory {redacted(self.url)}: {one_line(exc)}") from None
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, RETRY[1])
         self._take_over = self._client.register_script(_TAKE_OVER)
@@ -320,8 +320,7 @@ class Directory:
             log.warning("dropped a message from the directory: %s", exc)
             return
         except Exception as exc:  # a bug met by this message: counted and logged on one line
-            self._stats["internal_errors"] += 1
-            log.error("internal error on a message from the directory: %s", _reason(exc))
+            internal_error(self._stats, log, "a message from the directory", exc)
             return
         self.instances[sender] = instance
         self._stats["directory_received"] += 1
@@ -369,7 +368,7 @@ class Directory:
         """Count and log a failed Redis command (unless it failed because we are being cancelled)."""
         _go_on()
         self._stats["directory_errors"] += 1
-        log.warning("directory %s failed: %s", what, _reason(exc))
+        log.warning("directory %s failed: %s", what, one_line(exc))
 
 
 def _go_on() -> None:
@@ -389,10 +388,6 @@ def _node_url(url: str, host: str, port: int) -> str:
 
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
-
-
-def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 async def _quietly(coro: Any) -> None:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Container
 from dp2pt.aio.directory import Directory
 from dp2pt.aio.stun_fast import StunPort, serve
 from dp2pt.aio.stun_workers import Workers, attach_steering
-from dp2pt.errors import LocalProtocolError, RemoteProtocolError
+from dp2pt.errors import LocalProtocolError, RemoteProtocolError, internal_error
 from dp2pt.proto import auth, messages
 from dp2pt.proto.admission import LOGIN_TIMEOUT, MAX_CONNS_PER_IP, Admission
 from dp2pt.proto.link import ControlLink
@@ -372,9 +372,7 @@ class LocationServer:
         task.add_done_callback(self._tasks.discard)
 
     def _internal_error(self, where: str, exc: Exception) -> None:
-        """A bug met by some input: counted and logged on one line; the server carries on."""
-        self.stats["internal_errors"] += 1
-        log.error("internal error on %s: %s: %s", where, type(exc).__name__, exc)
+        internal_error(self.stats, log, where, exc)
 
     # ---- UDP control (STUN is answered by dp2pt.aio.stun_fast) ----------------------------------
 

@@ -28,7 +28,7 @@ import struct
 from collections import Counter
 from typing import Callable
 
-from dp2pt.errors import RemoteProtocolError
+from dp2pt.errors import RemoteProtocolError, internal_error
 from dp2pt.proto import stun
 from dp2pt.proto.stun_server import StunAddresses, answer
 
@@ -191,8 +191,7 @@ class StunPort:
                 if n < BATCH:
                     return
         except Exception as exc:  # a bug met by some packet: counted and logged on one line, never a traceback
-            self.stats["internal_errors"] += 1
-            log.error("internal error on STUN port %s:%s: %s: %s", *self.local[:2], type(exc).__name__, exc)
+            internal_error(self.stats, log, "STUN port {}:{}".format(*self.local[:2]), exc)
 
     def _drain_single(self) -> None:
         for _ in range(DRAIN_BATCHES * BATCH):

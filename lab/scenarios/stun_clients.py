@@ -17,7 +17,6 @@ on different ones.
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable

@@ -59,7 +59,7 @@ class Setting:
 
     def one_way(self, topo: "Topology", src: str, dst: str) -> float:
         """Configured one-way delay between two nodes of ``topo`` in this setting (ms)."""
-        conds = {topo.link_key(t): c for t, c in self.conditions().items()}
+        conds = {key: c for t, c in self.conditions().items() for key in topo.link_keys(t)}
         return one_way_ms(topo, conds, self.region_map(), src, dst)
 
     def delays(self, topo: "Topology", servers: tuple[str, str]) -> dict[str, float]:
@@ -109,7 +109,7 @@ def apply_setting(runner: "Runner", setting: Setting) -> None:
     from lab.world import linkctl
 
     lab = runner.lab
-    wanted = {lab.topology.link_key(t): c for t, c in setting.conditions().items()}
+    wanted = {key: c for t, c in setting.conditions().items() for key in lab.topology.link_keys(t)}
     overrides = {f"{n}:{s}": Conditions() for n, s in linkctl.current(lab) if (n, s) not in wanted}
     overrides |= {f"{n}:{s}": c for (n, s), c in wanted.items()}
     linkctl.apply(lab, overrides, regions=setting.region_map())

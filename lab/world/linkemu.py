@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import errno
 import fcntl
 import gc
 import heapq

@@ -198,12 +198,15 @@ class Topology:
         carrier's), so "20 ms on every WAN link" is one option whatever the world.
 
         Raises:
-            UnknownNode: as :meth:`link_key`.
+            UnknownNode: as :meth:`link_key`.  ConfigError: ``wan`` in a world without such a link.
         """
         if target != WAN_LINKS:
             return [self.link_key(target)]
-        return [(n.name, l.segment) for n in self.nodes.values() if n.role == "router"
+        keys = [(n.name, l.segment) for n in self.nodes.values() if n.role == "router"
                 for l in n.links if self.segments[l.segment].kind == "public"]
+        if not keys:
+            raise ConfigError(f"{self.name}: no router has a link on the public segment, so 'wan' names no link")
+        return keys
 
     def with_links(self, overrides: dict[str, Conditions], seed: int | None = None) -> "Topology":
         """A copy with some links' conditions replaced (``"NODE[:SEGMENT]"`` or ``wan`` -> conditions;
