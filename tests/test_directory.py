@@ -321,6 +321,22 @@ def test_a_session_in_flight_when_a_server_dies_completes_through_another(redis_
     assert took < BACK_IN + 5.0  # one session's worth after the peers are back
 
 
+def one_session(a_id, a_server, b_id, b_server, spare, **overrides):
+    """A (on ``a_server``) listens for one session and B (on ``b_server``) connects to it, both with
+    ``spare`` to fail over to: (B's result, A's)."""
+    async def main():
+        a = peer(a_id, a_server, spare, retry=10.0, **overrides)
+        b = peer(b_id, b_server, spare, retry=10.0, **overrides)
+        results = []
+        async with a, b:
+            listening = asyncio.ensure_future(a.listen(results.append, sessions=1))
+            result = await asyncio.wait_for(b.connect(a_id), 20)
+            await asyncio.wait_for(listening, 5)
+            return result, results[0]
+
+    return asyncio.run(main())
+
+
 def test_a_connector_that_punched_runs_again_when_its_server_dies_before_a_punches(redis_url, tmp_path,
                                                                                    monkeypatch):
     """B has punched (step 15) but its server, the session's owner, dies before A is told to (16):
@@ -342,18 +358,7 @@ def test_a_connector_that_punched_runs_again_when_its_server_dies_before_a_punch
 
         monkeypatch.setattr(peer_module._SessionRun, "_punch", punch_then_lose_the_server)
 
-        async def main():
-            cfg = dict(retry=10.0, timeout=5.0, punch_timeout=1.0)
-            a = Peer(PeerConfig(id="A-punched", server=ta, more_servers=[tc], **cfg))
-            b = Peer(PeerConfig(id="B-punched", server=tb, more_servers=[tc], **cfg))
-            results = []
-            async with a, b:
-                listening = asyncio.ensure_future(a.listen(results.append, sessions=1))
-                result = await asyncio.wait_for(b.connect("A-punched"), 20)
-                await asyncio.wait_for(listening, 5)
-                return result, results[0]
-
-        b_result, a_result = asyncio.run(main())
+        b_result, a_result = one_session("A-punched", ta, "B-punched", tb, tc, punch_timeout=1.0)
     assert kills, "B never punched"
     check_direct(a_result, b_result)
     assert tuple(b_result["server"]) == tc
@@ -379,18 +384,7 @@ def test_a_session_whose_owner_dies_after_ordering_both_punches_still_goes_direc
 
         monkeypatch.setattr(peer_module._SessionRun, "_punch", lose_the_owner_then_punch)
 
-        async def main():
-            cfg = dict(retry=10.0, timeout=5.0, punch_timeout=2.0)
-            a = Peer(PeerConfig(id="A-ordered", server=ta, more_servers=[tc], **cfg))
-            b = Peer(PeerConfig(id="B-ordered", server=tb, more_servers=[tc], **cfg))
-            results = []
-            async with a, b:
-                listening = asyncio.ensure_future(a.listen(results.append, sessions=1))
-                result = await asyncio.wait_for(b.connect("A-ordered"), 20)
-                await asyncio.wait_for(listening, 5)
-                return result, results[0]
-
-        b_result, a_result = asyncio.run(main())
+        b_result, a_result = one_session("A-ordered", ta, "B-ordered", tb, tc, punch_timeout=2.0)
     assert kills, "A was never told to punch"
     check_direct(a_result, b_result)
     assert b_result["session"] == a_result["session"] and tuple(b_result["server"]) == tb  # the first session
