@@ -57,10 +57,13 @@ class Setting:
     def region_map(self) -> Regions | None:
         return parse_regions(self.regions) if self.regions else None
 
+    def link_conditions(self, topo: "Topology") -> dict[tuple[str, str], Conditions]:
+        """This setting's conditions per link of ``topo`` (``wan`` names every router's public link)."""
+        return {key: c for t, c in self.conditions().items() for key in topo.link_keys(t)}
+
     def one_way(self, topo: "Topology", src: str, dst: str) -> float:
         """Configured one-way delay between two nodes of ``topo`` in this setting (ms)."""
-        conds = {key: c for t, c in self.conditions().items() for key in topo.link_keys(t)}
-        return one_way_ms(topo, conds, self.region_map(), src, dst)
+        return one_way_ms(topo, self.link_conditions(topo), self.region_map(), src, dst)
 
     def delays(self, topo: "Topology", servers: tuple[str, str]) -> dict[str, float]:
         """One-way delays (ms) the exchange's messages travel: each peer to its server, peer to peer,
@@ -109,7 +112,7 @@ def apply_setting(runner: "Runner", setting: Setting) -> None:
     from lab.world import linkctl
 
     lab = runner.lab
-    wanted = {key: c for t, c in setting.conditions().items() for key in lab.topology.link_keys(t)}
+    wanted = setting.link_conditions(lab.topology)
     overrides = {f"{n}:{s}": Conditions() for n, s in linkctl.current(lab) if (n, s) not in wanted}
     overrides |= {f"{n}:{s}": c for (n, s), c in wanted.items()}
     linkctl.apply(lab, overrides, regions=setting.region_map())
